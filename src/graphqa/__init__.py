@@ -1,0 +1,1 @@
+"""graphqa: GNN quality assessment of protein-complex models as a DVC pipeline."""

@@ -1,0 +1,311 @@
+"""Typed, validated view of ``params.yaml``.
+
+Every section is a frozen pydantic model that forbids unknown keys, so a misspelt key fails at
+load with its dotted path and the nearest valid name instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A params file (or override) that does not match the schema below."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathsConfig(_Section):
+    graph_dir: str = "data/dataset/graphs"
+    train_labels: str = "data/dataset/labels/train.csv"
+    val_labels: str = "data/dataset/labels/val.csv"
+    val_calib_labels: str = "data/dataset/labels/val_calib.csv"
+    test_labels: str = "data/dataset/labels/test.csv"
+
+    def label_files(self) -> dict[str, str]:
+        """Split name -> label CSV, in pipeline order."""
+        return {
+            "train": self.train_labels,
+            "val": self.val_labels,
+            "val_calib": self.val_calib_labels,
+            "test": self.test_labels,
+        }
+
+
+class SplitFractions(_Section):
+    train: float = Field(0.6, gt=0, lt=1)
+    val: float = Field(0.15, gt=0, lt=1)
+    val_calib: float = Field(0.1, gt=0, lt=1)
+    test: float = Field(0.15, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitFractions:
+        total = self.train + self.val + self.val_calib + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must sum to 1, got {total:.4f}")
+        return self
+
+
+class DatasetConfig(_Section):
+    """The embedded synthetic dataset (same on-disk contract as a real graph builder)."""
+
+    seed: int = 7
+    n_targets: int = Field(48, ge=4)
+    models_per_target: int = Field(32, ge=2)
+    min_nodes: int = Field(20, ge=4)
+    max_nodes: int = Field(100, ge=4)
+    knn: int = Field(8, ge=1)
+    label_noise: float = Field(0.03, ge=0, le=0.5)
+    split: SplitFractions = SplitFractions()
+
+    @model_validator(mode="after")
+    def _node_range(self) -> DatasetConfig:
+        if self.max_nodes < self.min_nodes:
+            raise ValueError("max_nodes must be >= min_nodes")
+        if self.knn >= self.min_nodes:
+            raise ValueError("knn must be < min_nodes")
+        return self
+
+
+class SchemaConfig(_Section):
+    verify_manifest: bool = True
+    allow_missing_graphs: bool = False  # True: drop label rows without a graph, report them
+
+
+class EdgeSchemaConfig(_Section):
+    use_layer_norm: bool = True
+
+
+class FeatureMaskConfig(_Section):
+    path: str | None = None
+    apply_to: list[Literal["node", "edge", "topology"]] = ["node", "edge", "topology"]
+    strict: bool = True
+
+
+class ModelConfig(_Section):
+    hidden_dim: int = Field(64, ge=4)
+    num_layers: int = Field(2, ge=1)
+    attention_head: int = Field(4, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    pooling_type: Literal["mean", "max", "add", "attention"] = "mean"
+
+
+class DataloaderConfig(_Section):
+    batch_size: int = Field(32, ge=1)
+    num_workers: int = Field(0, ge=0)
+    seed: int = 222
+
+
+class TrainerConfig(_Section):
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    strategy: str = "auto"
+    precision: int | str = 32
+    max_epochs: int = Field(40, ge=1)
+    accumulate_grad_batches: int = Field(1, ge=1)
+    gradient_clip_val: float | None = Field(None, ge=0)
+    deterministic: bool = True
+    num_threads: int = Field(2, ge=1)
+
+
+class OptimizerConfig(_Section):
+    name: Literal["adam", "adamw"] = "adamw"
+    learning_rate: float = Field(0.003, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class SchedulerConfig(_Section):
+    type: Literal["reduce_on_plateau", "none"] = "reduce_on_plateau"
+    factor: float = Field(0.4, gt=0, lt=1)
+    patience: int = Field(5, ge=0)
+    min_lr: float = Field(1e-5, ge=0)
+
+
+class EarlyStoppingConfig(_Section):
+    enabled: bool = True
+    patience: int = Field(10, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+
+
+class LossConfig(_Section):
+    ranking_weight: float = Field(0.0, ge=0)
+    ranking_margin: float = Field(0.0, ge=0)
+
+
+class SelectionConfig(_Section):
+    use_val_spearman: bool = True
+    spearman_min_delta: float = 0.0
+    spearman_weight: float = Field(1.0, ge=0)
+    ema_decay: float = Field(0.7, ge=0, lt=1)
+    hit_dockq: float = Field(0.23, ge=0, le=1)
+    hit_top_k: int = Field(10, ge=1)
+
+
+class LoggingConfig(_Section):
+    progress: Literal["compact", "bar", "none"] = "compact"
+    log_every_n_steps: int = Field(10, ge=1)
+
+
+class MlflowConfig(_Section):
+    enabled: bool = False
+    tracking_uri: str = "./mlruns"
+    experiment: str = "graphqa"
+    run_name: str | None = None
+    tags: dict[str, str] = {}
+
+
+class SweepConfig(_Section):
+    """Seeds x named variants; each variant is a mapping of dotted overrides."""
+
+    seeds: list[int] = [0, 1, 2]
+    variants: dict[str, dict[str, Any]] = {"base": {}}
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> SweepConfig:
+        if not self.seeds:
+            raise ValueError("at least one seed is required")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds must be unique")
+        if not self.variants:
+            raise ValueError("at least one variant is required")
+        return self
+
+
+class Params(_Section):
+    paths: PathsConfig = PathsConfig()
+    dataset: DatasetConfig = DatasetConfig()
+    schema_check: SchemaConfig = Field(SchemaConfig(), alias="schema")
+    edge_schema: EdgeSchemaConfig = EdgeSchemaConfig()
+    feature_mask: FeatureMaskConfig = FeatureMaskConfig()
+    model: ModelConfig = ModelConfig()
+    dataloader: DataloaderConfig = DataloaderConfig()
+    trainer: TrainerConfig = TrainerConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    loss: LossConfig = LossConfig()
+    selection: SelectionConfig = SelectionConfig()
+    logging: LoggingConfig = LoggingConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+    sweep: SweepConfig = SweepConfig()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, YAML-able dict with the same keys as ``params.yaml``."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading, overrides and readable errors
+
+
+def _section_fields(model: type[BaseModel]) -> dict[str, Any]:
+    """Public key -> annotation for a section (aliases are what users write)."""
+    return {(info.alias or name): info for name, info in model.model_fields.items()}
+
+
+def _model_at(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The pydantic class whose keys live at ``loc`` (None for free-form mappings)."""
+    model: type[BaseModel] = Params
+    for key in loc:
+        info = _section_fields(model).get(str(key))
+        if info is None:
+            return None
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            return None
+    return model
+
+
+def suggest_key(loc: tuple[str | int, ...]) -> str | None:
+    """Closest valid key name for an unknown key at ``loc`` (last element is the bad key)."""
+    parent = _model_at(loc[:-1])
+    if parent is None:
+        return None
+    matches = difflib.get_close_matches(str(loc[-1]), list(_section_fields(parent)), n=1)
+    return matches[0] if matches else None
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for item in err.errors():
+        loc = tuple(item["loc"])
+        dotted = ".".join(str(p) for p in loc) or "<root>"
+        if item["type"] == "extra_forbidden":
+            hint = suggest_key(loc)
+            did_you_mean = f"; did you mean '{hint}'?" if hint else ""
+            lines.append(f"  - unknown key '{dotted}'{did_you_mean}")
+        else:
+            got = item.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"  - {dotted}: {item['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in a nested dict, creating sections that are absent."""
+    node = raw
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{dotted}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Copy of ``raw`` with dotted overrides applied (validated later with the rest)."""
+    result = copy.deepcopy(dict(raw))
+    for dotted, value in overrides.items():
+        set_dotted(result, dotted, value)
+    return result
+
+
+def parse_params(
+    raw: Mapping[str, Any] | None,
+    overrides: Mapping[str, Any] | None = None,
+    source: str = "params.yaml",
+) -> Params:
+    """Validate a raw mapping (plus dotted overrides) into :class:`Params`."""
+    data = apply_overrides(raw or {}, overrides or {})
+    try:
+        return Params.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_params(
+    path: str | Path = "params.yaml", overrides: Mapping[str, Any] | None = None
+) -> Params:
+    """Read and validate ``params.yaml``; errors name the file, key path and the fix."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: params file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return parse_params(raw, overrides, source=str(path))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key.path=value`` from the command line, value parsed as YAML (so 0.1 is a float)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}': expected key.path=value")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)

@@ -1,0 +1,151 @@
+"""The graph-builder data contract: how graphs, sidecars and labels sit on disk.
+
+A graph folder holds ``<TARGET>/<MODEL>.pt`` (one PyG ``Data`` per decoy, no label inside) and
+sidecars at its root: ``graph_metadata.json``, ``node_columns.json``, ``edge_columns.json``,
+``topology_columns.json`` and ``graph_manifest.json``. Labels are CSVs ``MODEL,dockq,capri``.
+Both the embedded generator and users' builders produce exactly this, so one reader serves both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch_geometric.data import Data
+from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
+from torch_geometric.data.storage import GlobalStorage
+
+GRAPH_METADATA = "graph_metadata.json"
+NODE_COLUMNS = "node_columns.json"
+EDGE_COLUMNS = "edge_columns.json"
+TOPOLOGY_COLUMNS = "topology_columns.json"
+GRAPH_MANIFEST = "graph_manifest.json"
+LABEL_COLUMNS = ("MODEL", "dockq", "capri")
+HASHED_TENSORS = ("x", "edge_index", "edge_attr")
+
+#: The only classes a graph file may reference besides tensors and builtins.
+GRAPH_SAFE_GLOBALS: list[Any] = [Data, DataEdgeAttr, DataTensorAttr, GlobalStorage]
+
+
+class DataContractError(ValueError):
+    """Input that breaks the contract; the message names file, key and what was expected."""
+
+    def __init__(self, file: str | Path, key: str, expected: str, got: str | None = None):
+        self.file, self.key, self.expected, self.got = str(file), key, expected, got
+        detail = f"{self.file}: '{key}': expected {expected}"
+        super().__init__(detail + (f", got {got}" if got is not None else ""))
+
+
+def target_of(model: str) -> str:
+    """Target id of a model: the file stem's prefix before the first ``_``."""
+    return Path(model).name.split("_", 1)[0]
+
+
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """sha256 over dtype, shape and raw bytes (what ``graph_manifest.json`` records)."""
+    digest = hashlib.sha256()
+    digest.update(str(tensor.dtype).encode())
+    digest.update(json.dumps(list(tensor.shape)).encode())
+    digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def manifest_entry(data: Data) -> dict[str, str]:
+    return {key: tensor_digest(getattr(data, key)) for key in HASHED_TENSORS}
+
+
+def load_graph(path: str | Path) -> Data:
+    """Load one graph file without unpickling anything but PyG's data classes."""
+    try:
+        with torch.serialization.safe_globals(GRAPH_SAFE_GLOBALS):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt zip, truncated file, foreign pickle ...
+        raise DataContractError(
+            path, "<file>", "a torch.save'd torch_geometric Data object",
+            f"unreadable file ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
+        ) from None
+    if not isinstance(obj, Data):
+        raise DataContractError(path, "<file>", "a torch_geometric Data object",
+                                type(obj).__name__)
+    return obj
+
+
+def save_graph(data: Data, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(data, path)
+
+
+def read_json(path: str | Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise DataContractError(path, "<file>", "valid JSON", str(exc)) from None
+
+
+def dump_json(obj: Any) -> str:
+    """Stable JSON text: sorted keys, fixed indent, trailing newline (byte-stable outputs)."""
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(dump_json(obj))
+
+
+def list_graph_files(graph_dir: str | Path) -> dict[str, Path]:
+    """``<TARGET>/<MODEL>`` (posix, no suffix) -> path, for every ``.pt`` below the folder."""
+    root = Path(graph_dir)
+    if not root.is_dir():
+        raise DataContractError(root, "paths.graph_dir", "an existing folder of .pt graphs",
+                                "no such folder")
+    found = {p.relative_to(root).with_suffix("").as_posix(): p for p in root.rglob("*.pt")}
+    return dict(sorted(found.items()))
+
+
+@dataclass(frozen=True)
+class GraphRecord:
+    """A labelled graph as the pipeline sees it."""
+
+    key: str  # <TARGET>/<MODEL>, relative to the graph folder, no suffix
+    model: str
+    target: str
+    dockq: float
+    capri: str
+
+
+@contextmanager
+def atomic_dir(final: str | Path) -> Iterator[Path]:
+    """Write a folder's contents in a temporary sibling and swap it in only on success.
+
+    A failing stage therefore leaves either the previous complete folder or none at all.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the swapped-in folder should not be
+    try:
+        yield tmp
+    except BaseException:
+        _rmtree(tmp)
+        raise
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        _rmtree(old)
+    else:
+        os.replace(tmp, final)
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

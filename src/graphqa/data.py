@@ -1,0 +1,140 @@
+"""Packed splits: one collated tensor file per split, so training never opens thousands of files.
+
+A packed file is a plain dict of tensors and string lists (loadable with ``weights_only=True``):
+node/edge features concatenated over graphs, local ``edge_index`` per graph, and ``node_ptr`` /
+``edge_ptr`` offsets to slice graph ``i`` back out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch_geometric.data import Data
+from torch_geometric.loader import DataLoader
+
+from graphqa.contract import DataContractError, GraphRecord
+
+PACKED_FORMAT = "graphqa.packed/1"
+SPLITS = ("train", "val", "val_calib", "test")
+
+
+@dataclass
+class PackedSplit:
+    """All graphs of one split in a handful of tensors."""
+
+    keys: list[str]
+    models: list[str]
+    targets: list[str]
+    capri: list[str]
+    x: torch.Tensor  # float32 [sum N, node_dim]
+    edge_index: torch.Tensor  # int64 [2, sum E], node indices local to each graph
+    edge_attr: torch.Tensor  # float32 [sum E, edge_dim]
+    node_ptr: torch.Tensor  # int64 [G + 1]
+    edge_ptr: torch.Tensor  # int64 [G + 1]
+    y: torch.Tensor  # float32 [G]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def target_names(self) -> list[str]:
+        return sorted(set(self.targets))
+
+    def graph(self, i: int, target_index: int = 0) -> Data:
+        n0, n1 = int(self.node_ptr[i]), int(self.node_ptr[i + 1])
+        e0, e1 = int(self.edge_ptr[i]), int(self.edge_ptr[i + 1])
+        return Data(
+            x=self.x[n0:n1], edge_index=self.edge_index[:, e0:e1],
+            edge_attr=self.edge_attr[e0:e1], y=self.y[i:i + 1],
+            target_index=torch.tensor([target_index]), graph_index=torch.tensor([i]),
+        )
+
+    def data_list(self) -> list[Data]:
+        """Graphs as PyG ``Data`` views (no copies) with ``y``, ``target_index``."""
+        index = {t: k for k, t in enumerate(self.target_names)}
+        return [self.graph(i, index[self.targets[i]]) for i in range(len(self))]
+
+    def save(self, path: str | Path) -> None:
+        torch.save({"format": PACKED_FORMAT, **self.__dict__}, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> PackedSplit:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise DataContractError(path, "<file>", "a packed split written by the `schema` "
+                                    "stage", "no such file") from None
+        if not isinstance(obj, dict) or obj.get("format") != PACKED_FORMAT:
+            raise DataContractError(path, "format", PACKED_FORMAT,
+                                    str(obj.get("format") if isinstance(obj, dict) else obj))
+        obj.pop("format")
+        return cls(**obj)
+
+
+def pack_graphs(records: Sequence[GraphRecord], graphs: Sequence[Data]) -> PackedSplit:
+    """Collate validated graphs (same order as ``records``) into one :class:`PackedSplit`."""
+    node_counts = [int(g.x.shape[0]) for g in graphs]
+    edge_counts = [int(g.edge_index.shape[1]) for g in graphs]
+    zero = torch.zeros(1, dtype=torch.int64)
+    return PackedSplit(
+        keys=[r.key for r in records],
+        models=[r.model for r in records],
+        targets=[r.target for r in records],
+        capri=[r.capri for r in records],
+        x=torch.cat([g.x for g in graphs]) if graphs else torch.zeros(0, 0),
+        edge_index=(torch.cat([g.edge_index for g in graphs], dim=1) if graphs
+                    else torch.zeros(2, 0, dtype=torch.int64)),
+        edge_attr=torch.cat([g.edge_attr for g in graphs]) if graphs else torch.zeros(0, 0),
+        node_ptr=torch.cat([zero, torch.tensor(node_counts, dtype=torch.int64).cumsum(0)]),
+        edge_ptr=torch.cat([zero, torch.tensor(edge_counts, dtype=torch.int64).cumsum(0)]),
+        y=torch.tensor([r.dockq for r in records], dtype=torch.float32),
+    )
+
+
+def packed_path(packed_dir: str | Path, split: str) -> Path:
+    return Path(packed_dir) / f"{split}.pt"
+
+
+class GraphQADataModule(L.LightningDataModule):
+    """Serves packed splits as PyG mini-batches; shuffling is seeded for reproducibility."""
+
+    def __init__(self, packed_dir: str | Path, batch_size: int = 32, num_workers: int = 0,
+                 seed: int = 222) -> None:
+        super().__init__()
+        self.packed_dir = Path(packed_dir)
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.splits: dict[str, PackedSplit] = {}
+        self._lists: dict[str, list[Data]] = {}
+
+    def split(self, name: str) -> PackedSplit:
+        if name not in self.splits:
+            self.splits[name] = PackedSplit.load(packed_path(self.packed_dir, name))
+        return self.splits[name]
+
+    def graphs(self, name: str) -> list[Data]:
+        if name not in self._lists:
+            self._lists[name] = self.split(name).data_list()
+        return self._lists[name]
+
+    def setup(self, stage: str | None = None) -> None:
+        for name in ("train", "val"):
+            self.graphs(name)
+
+    def loader(self, name: str, shuffle: bool = False) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(self.graphs(name), batch_size=self.batch_size, shuffle=shuffle,
+                          num_workers=self.num_workers, generator=generator,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test")

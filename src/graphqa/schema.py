@@ -1,0 +1,380 @@
+"""Resolve the feature schema of a graph folder and validate graphs and labels against it.
+
+The schema comes from ``graph_metadata.json`` when present (the builder's word) and otherwise
+from inspecting the ``.pt`` files; either way it is written to ``feature_metadata.json`` so
+training, FLT and inference size everything from it instead of hard-coded dimensions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch_geometric.data import Data
+
+from graphqa.contract import (
+    EDGE_COLUMNS,
+    GRAPH_MANIFEST,
+    GRAPH_METADATA,
+    LABEL_COLUMNS,
+    NODE_COLUMNS,
+    TOPOLOGY_COLUMNS,
+    DataContractError,
+    GraphRecord,
+    load_graph,
+    manifest_entry,
+    read_json,
+    target_of,
+)
+
+FEATURE_METADATA = "feature_metadata.json"
+
+
+@dataclass(frozen=True)
+class FeatureSchema:
+    """Dimensions and column names of node and edge features, plus provenance."""
+
+    node_columns: list[str]
+    edge_columns: list[str]
+    topology_columns: list[str] = field(default_factory=list)
+    edge_module: str | None = None
+    edge_aliases: list[str] = field(default_factory=list)
+    topology_module: str | None = None
+    module_registry: dict[str, Any] = field(default_factory=dict)
+    builder: dict[str, Any] = field(default_factory=dict)
+    source: str = GRAPH_METADATA
+
+    @property
+    def node_dim(self) -> int:
+        return len(self.node_columns)
+
+    @property
+    def edge_dim(self) -> int:
+        return len(self.edge_columns)
+
+    @property
+    def topology_dim(self) -> int:
+        return len(self.topology_columns)
+
+    @property
+    def basic_columns(self) -> list[str]:
+        """Node columns that are not topology columns (residue-level descriptors)."""
+        topo = set(self.topology_columns)
+        return [c for c in self.node_columns if c not in topo]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "node": {"dim": self.node_dim, "columns": self.node_columns},
+            "edge": {"dim": self.edge_dim, "columns": self.edge_columns,
+                     "module": self.edge_module, "aliases": self.edge_aliases},
+            "topology": {"dim": self.topology_dim, "columns": self.topology_columns,
+                         "module": self.topology_module},
+            "module_registry": self.module_registry,
+            "builder": self.builder,
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> FeatureSchema:
+        return cls(
+            node_columns=list(obj["node"]["columns"]),
+            edge_columns=list(obj["edge"]["columns"]),
+            topology_columns=list(obj["topology"]["columns"]),
+            edge_module=obj["edge"].get("module"),
+            edge_aliases=list(obj["edge"].get("aliases") or []),
+            topology_module=obj["topology"].get("module"),
+            module_registry=dict(obj.get("module_registry") or {}),
+            builder=dict(obj.get("builder") or {}),
+            source=obj.get("source", GRAPH_METADATA),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> FeatureSchema:
+        return cls.from_json(read_json(path))
+
+    def diff(self, other: FeatureSchema) -> list[str]:
+        """Human-readable differences that would make a model trained on one unusable on
+        the other (dims and column names)."""
+        problems = []
+        for kind in ("node", "edge"):
+            mine, theirs = getattr(self, f"{kind}_columns"), getattr(other, f"{kind}_columns")
+            if len(mine) != len(theirs):
+                problems.append(f"{kind} dim {len(mine)} != {len(theirs)}")
+            elif mine != theirs:
+                bad = next(i for i, (a, b) in enumerate(zip(mine, theirs, strict=True)) if a != b)
+                problems.append(f"{kind} column {bad}: '{mine[bad]}' != '{theirs[bad]}'")
+        return problems
+
+
+def _column_list(path: Path, expected_dim: int | None, key: str) -> list[str] | None:
+    if not path.exists():
+        return None
+    cols = read_json(path)
+    if not isinstance(cols, list) or not all(isinstance(c, str) for c in cols):
+        raise DataContractError(path, "<file>", "a JSON list of column names")
+    if expected_dim is not None and len(cols) != expected_dim:
+        raise DataContractError(path, "<file>", f"{expected_dim} column names ({key})",
+                                str(len(cols)))
+    return cols
+
+
+def _schema_from_metadata(graph_dir: Path) -> FeatureSchema:
+    path = graph_dir / GRAPH_METADATA
+    meta = read_json(path)
+    if not isinstance(meta, dict):
+        raise DataContractError(path, "<file>", "a JSON object")
+    try:
+        node_schema, edge_schema = meta["_node_schema"], meta["_edge_schema"]
+    except KeyError as exc:
+        raise DataContractError(path, str(exc.args[0]), "a schema block {columns, dim}") from None
+    topo_schema = meta.get("_topology_schema") or {"columns": [], "dim": 0}
+    for key, block in (("_node_schema", node_schema), ("_edge_schema", edge_schema),
+                       ("_topology_schema", topo_schema)):
+        if len(block.get("columns", [])) != block.get("dim"):
+            raise DataContractError(path, f"{key}.columns",
+                                    f"{block.get('dim')} names (= {key}.dim)",
+                                    str(len(block.get("columns", []))))
+    for key, block in (("node_feature_dim", node_schema), ("edge_feature_dim", edge_schema),
+                       ("topology_feature_dim", topo_schema)):
+        if key in meta and meta[key] != block["dim"]:
+            raise DataContractError(path, key, f"{block['dim']} (schema block dim)",
+                                    str(meta[key]))
+
+    node_cols = list(node_schema["columns"])
+    topo_cols = list(topo_schema["columns"])
+    if node_cols[len(node_cols) - len(topo_cols):] != topo_cols:
+        raise DataContractError(path, "_topology_schema.columns",
+                                "the tail of _node_schema.columns")
+    # Column sidecars, when present, must agree with the metadata block.
+    for fname, cols, key in ((NODE_COLUMNS, node_cols, "_node_schema"),
+                             (EDGE_COLUMNS, list(edge_schema["columns"]), "_edge_schema")):
+        side = _column_list(graph_dir / fname, len(cols), key)
+        if side is not None and side != cols:
+            raise DataContractError(graph_dir / fname, "<file>", f"the same names as {key}")
+    topo_side = _column_list(graph_dir / TOPOLOGY_COLUMNS, len(topo_cols) + 1, "ID + topology")
+    if topo_side is not None and topo_side[1:] != topo_cols:
+        raise DataContractError(graph_dir / TOPOLOGY_COLUMNS, "<file>",
+                                '["ID", *_topology_schema.columns]')
+
+    registry = meta.get("_module_registry") or {}
+    edge_module = edge_schema.get("module") or meta.get("edge_module")
+    return FeatureSchema(
+        node_columns=node_cols,
+        edge_columns=list(edge_schema["columns"]),
+        topology_columns=topo_cols,
+        edge_module=edge_module,
+        edge_aliases=list((registry.get("edge") or {}).get("aliases") or []),
+        topology_module=topo_schema.get("module"),
+        module_registry=registry,
+        builder=meta.get("_builder") or {},
+        source=GRAPH_METADATA,
+    )
+
+
+def _schema_from_graphs(graph_dir: Path, graph_files: dict[str, Path]) -> FeatureSchema:
+    """Fallback when there is no ``graph_metadata.json``: read dims from the first graph."""
+    if not graph_files:
+        raise DataContractError(graph_dir, "paths.graph_dir", "at least one .pt graph", "none")
+    first_path = next(iter(graph_files.values()))
+    first = load_graph(first_path)
+    node_dim, edge_dim = _dims_of(first, first_path)
+    node_cols = _column_list(graph_dir / NODE_COLUMNS, node_dim, "node dim") or [
+        f"node_{i:03d}" for i in range(node_dim)]
+    edge_cols = _column_list(graph_dir / EDGE_COLUMNS, edge_dim, "edge dim") or [
+        f"edge_{i:03d}" for i in range(edge_dim)]
+    topo_side = _column_list(graph_dir / TOPOLOGY_COLUMNS, None, "topology")
+    topo_cols = [c for c in (topo_side or [])[1:] if c in set(node_cols)]
+    meta = getattr(first, "metadata", None) or {}
+    return FeatureSchema(
+        node_columns=node_cols, edge_columns=edge_cols, topology_columns=topo_cols,
+        edge_module=meta.get("edge_module"), source="pt_inspection",
+    )
+
+
+def _dims_of(data: Data, path: Path) -> tuple[int, int]:
+    for key in ("x", "edge_index", "edge_attr"):
+        if not isinstance(getattr(data, key, None), torch.Tensor):
+            raise DataContractError(path, key, "a tensor", "missing")
+    if data.x.dim() != 2 or data.edge_attr.dim() != 2:
+        raise DataContractError(path, "x/edge_attr", "2-D tensors",
+                                f"{tuple(data.x.shape)} / {tuple(data.edge_attr.shape)}")
+    return int(data.x.shape[1]), int(data.edge_attr.shape[1])
+
+
+def resolve_schema(graph_dir: str | Path,
+                   graph_files: dict[str, Path] | None = None) -> FeatureSchema:
+    """Schema of a graph folder: the metadata sidecar if present, else the graphs."""
+    graph_dir = Path(graph_dir)
+    if (graph_dir / GRAPH_METADATA).exists():
+        return _schema_from_metadata(graph_dir)
+    from graphqa.contract import list_graph_files
+
+    return _schema_from_graphs(graph_dir, graph_files or list_graph_files(graph_dir))
+
+
+def validate_graph(data: Data, path: Path, schema: FeatureSchema,
+                   expected_hashes: dict[str, str] | None = None) -> None:
+    """Raise :class:`DataContractError` unless the graph matches the schema exactly."""
+    node_dim, edge_dim = _dims_of(data, path)
+    if data.x.dtype != torch.float32 or data.edge_attr.dtype != torch.float32:
+        raise DataContractError(path, "x/edge_attr", "float32",
+                                f"{data.x.dtype}/{data.edge_attr.dtype}")
+    if node_dim != schema.node_dim:
+        raise DataContractError(path, "x", f"{schema.node_dim} node feature columns",
+                                str(node_dim))
+    if edge_dim != schema.edge_dim:
+        raise DataContractError(path, "edge_attr", f"{schema.edge_dim} edge feature columns",
+                                str(edge_dim))
+    n, ei = data.x.shape[0], data.edge_index
+    if n == 0:
+        raise DataContractError(path, "x", "at least one node", "0 nodes")
+    if ei.dtype != torch.int64 or ei.dim() != 2 or ei.shape[0] != 2:
+        raise DataContractError(path, "edge_index", "int64 [2, E]",
+                                f"{ei.dtype} {tuple(ei.shape)}")
+    if ei.shape[1] != data.edge_attr.shape[0]:
+        raise DataContractError(path, "edge_attr", f"{ei.shape[1]} rows (one per edge)",
+                                str(data.edge_attr.shape[0]))
+    if ei.numel() and (int(ei.min()) < 0 or int(ei.max()) >= n):
+        raise DataContractError(path, "edge_index", f"node indices in [0, {n - 1}]",
+                                f"[{int(ei.min())}, {int(ei.max())}]")
+    for key in ("x", "edge_attr"):
+        tensor = getattr(data, key)
+        if not torch.isfinite(tensor).all():
+            bad = (~torch.isfinite(tensor)).nonzero()[0].tolist()
+            raise DataContractError(path, key, "finite values", f"non-finite at {bad}")
+    if expected_hashes is not None:
+        actual = manifest_entry(data)
+        for key, digest in expected_hashes.items():
+            if actual.get(key) != digest:
+                raise DataContractError(path, key, f"sha256 {digest[:12]}… from "
+                                        f"{GRAPH_MANIFEST}", f"{actual.get(key, '')[:12]}…")
+
+
+def read_labels(path: str | Path, split: str) -> pd.DataFrame:
+    """Label CSV as a frame with MODEL (str), dockq (float), capri (str, may be empty)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataContractError(path, f"paths.{split}_labels", "an existing label CSV",
+                                "no such file")
+    try:
+        frame = pd.read_csv(path, dtype={"MODEL": str, "capri": str}, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataContractError(path, "<file>", "a CSV with header MODEL,dockq,capri",
+                                str(exc)) from None
+    missing = [c for c in LABEL_COLUMNS[:2] if c not in frame.columns]
+    if missing:
+        raise DataContractError(path, ",".join(missing), "columns MODEL,dockq,capri",
+                                ",".join(map(str, frame.columns)))
+    if "capri" not in frame.columns:
+        frame["capri"] = ""
+    dockq = pd.to_numeric(frame["dockq"].replace("", float("nan")), errors="coerce")
+    for i, (model, value) in enumerate(zip(frame["MODEL"], dockq, strict=True)):
+        if not (isinstance(value, float) and math.isfinite(value) and 0.0 <= value <= 1.0):
+            raise DataContractError(path, f"dockq (row {i + 2}, MODEL {model})",
+                                    "a number in [0, 1]", repr(frame["dockq"].iloc[i]))
+    frame["dockq"] = dockq.astype(float)
+    dupes = frame["MODEL"][frame["MODEL"].duplicated()].unique().tolist()
+    if dupes:
+        raise DataContractError(path, "MODEL", "unique model names", f"duplicates {dupes[:5]}")
+    return frame[list(LABEL_COLUMNS)]
+
+
+def match_labels(frame: pd.DataFrame, graph_files: dict[str, Path], label_path: str | Path,
+                 split: str) -> tuple[list[GraphRecord], list[str]]:
+    """Pair each label row with its graph: ``<graph_dir>/<MODEL>.pt`` or the unique file whose
+    stem is MODEL. Returns the records and the MODELs that have no graph."""
+    by_stem: dict[str, list[str]] = {}
+    for key in graph_files:
+        by_stem.setdefault(Path(key).name, []).append(key)
+    records, missing = [], []
+    for row in frame.itertuples(index=False):
+        model = str(row.MODEL).removesuffix(".pt")
+        if model in graph_files:
+            key = model
+        elif len(by_stem.get(Path(model).name, [])) == 1:
+            key = by_stem[Path(model).name][0]
+        elif len(by_stem.get(Path(model).name, [])) > 1:
+            raise DataContractError(label_path, f"MODEL {model}",
+                                    "one graph with that stem",
+                                    f"{len(by_stem[Path(model).name])} graphs")
+        else:
+            missing.append(model)
+            continue
+        records.append(GraphRecord(key=key, model=Path(model).name, target=target_of(model),
+                                   dockq=float(row.dockq), capri=str(row.capri)))
+    return records, missing
+
+
+def _check_disjoint_targets(split_records: dict[str, list[GraphRecord]],
+                            label_files: dict[str, str]) -> None:
+    seen: dict[str, str] = {}
+    for split, records in split_records.items():
+        for target in sorted({r.target for r in records}):
+            if target in seen and seen[target] != split:
+                raise DataContractError(
+                    label_files[split], f"target {target}",
+                    f"targets in one split only (already in {seen[target]}: "
+                    f"{label_files[seen[target]]})", f"also in {split}")
+            seen[target] = split
+
+
+def check_dataset(*, graph_dir: str | Path, label_files: dict[str, str], out_dir: str | Path,
+                  verify_manifest: bool = True, allow_missing_graphs: bool = False
+                  ) -> dict[str, Any]:
+    """Resolve the schema, validate every labelled graph and pack each split.
+
+    Writes ``feature_metadata.json``, ``dataset_coverage.json`` and ``packed/<split>.pt`` into
+    ``out_dir`` only if everything validates (atomic swap); returns the coverage report.
+    """
+    from graphqa.contract import atomic_dir, list_graph_files, write_json
+    from graphqa.data import pack_graphs, packed_path
+
+    graph_dir = Path(graph_dir)
+    graph_files = list_graph_files(graph_dir)
+    schema = resolve_schema(graph_dir, graph_files)
+    manifest = {}
+    if verify_manifest and (graph_dir / GRAPH_MANIFEST).exists():
+        manifest = read_json(graph_dir / GRAPH_MANIFEST)
+
+    split_records: dict[str, list[GraphRecord]] = {}
+    coverage: dict[str, Any] = {}
+    for split, label_path in label_files.items():
+        frame = read_labels(label_path, split)
+        records, missing = match_labels(frame, graph_files, label_path, split)
+        if missing and not allow_missing_graphs:
+            raise DataContractError(
+                label_path, f"MODEL {missing[0]}",
+                f"a graph at {graph_dir}/<TARGET>/{missing[0]}.pt (or a .pt with that stem)",
+                f"no graph ({len(missing)} labels without graphs; set "
+                "schema.allow_missing_graphs: true to drop them)")
+        split_records[split] = records
+        coverage[split] = {"total": len(frame), "usable": len(records),
+                           "coverage": round(len(records) / max(len(frame), 1), 6),
+                           "missing_graphs": missing}
+    _check_disjoint_targets(split_records, label_files)
+    labelled = {r.key for records in split_records.values() for r in records}
+    unlabelled = [k for k in graph_files if k not in labelled]
+    coverage["graphs_without_labels"] = {"count": len(unlabelled), "models": unlabelled}
+    coverage["graph_files"] = len(graph_files)
+
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "packed").mkdir()
+        for split, records in split_records.items():
+            graphs = []
+            for record in records:
+                path = graph_files[record.key]
+                data = load_graph(path)
+                hashes = manifest.get(f"{record.key}.pt") if manifest else None
+                if manifest and hashes is None:
+                    raise DataContractError(graph_dir / GRAPH_MANIFEST, f"{record.key}.pt",
+                                            "a manifest entry for every graph", "none")
+                validate_graph(data, path, schema, hashes)
+                graphs.append(data)
+            pack_graphs(records, graphs).save(packed_path(tmp / "packed", split))
+        write_json(tmp / FEATURE_METADATA, schema.to_json())
+        write_json(tmp / "dataset_coverage.json", coverage)
+    return coverage

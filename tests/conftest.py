@@ -1,0 +1,66 @@
+"""Shared fixtures: the real config shrunk to a tiny profile, outputs under tmp_path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from graphqa.config import DatasetConfig, Params, parse_params
+from graphqa.dataset import generate_dataset
+from graphqa.schema import check_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Tiny profile: same sections as params.yaml, sized so a stage runs in seconds on 2 CPU cores.
+TINY_OVERRIDES = {
+    "dataset.n_targets": 8,
+    "dataset.models_per_target": 6,
+    "dataset.min_nodes": 8,
+    "dataset.max_nodes": 16,
+    "dataset.knn": 4,
+    "model.hidden_dim": 16,
+    "model.attention_head": 2,
+    "model.num_layers": 1,
+    "dataloader.batch_size": 8,
+    "trainer.max_epochs": 2,
+    "trainer.num_threads": 1,
+    "logging.progress": "none",
+    "sweep.seeds": [0],
+}
+
+os.environ.setdefault("DVCLIVE_OPEN", "false")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+def label_files(root: Path) -> dict[str, str]:
+    return {s: str(root / "labels" / f"{s}.csv") for s in ("train", "val", "val_calib", "test")}
+
+
+@pytest.fixture(scope="session")
+def tiny_params() -> Params:
+    return parse_params({}, TINY_OVERRIDES)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset_cfg(tiny_params: Params) -> DatasetConfig:
+    return tiny_params.dataset
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory, tiny_dataset_cfg: DatasetConfig
+                 ) -> Path:
+    """A generated dataset folder (graphs/, labels/, ground_truth.json). Treat as read-only."""
+    out = tmp_path_factory.mktemp("tiny") / "dataset"
+    generate_dataset(cfg=tiny_dataset_cfg, out_dir=out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_schema_dir(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Output of the schema stage on the tiny dataset (feature_metadata.json, packed/)."""
+    out = tmp_path_factory.mktemp("tiny_schema") / "schema"
+    check_dataset(graph_dir=tiny_dataset / "graphs", label_files=label_files(tiny_dataset),
+                  out_dir=out)
+    return out
