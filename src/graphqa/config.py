@@ -110,7 +110,7 @@ class TrainerConfig(_Section):
     devices: int | str = 1
     strategy: str = "auto"
     precision: int | str = 32
-    max_epochs: int = Field(40, ge=1)
+    max_epochs: int = Field(30, ge=1)
     accumulate_grad_batches: int = Field(1, ge=1)
     gradient_clip_val: float | None = Field(None, ge=0)
     deterministic: bool = True

@@ -50,11 +50,14 @@ class PackedSplit:
         return Data(
             x=self.x[n0:n1], edge_index=self.edge_index[:, e0:e1],
             edge_attr=self.edge_attr[e0:e1], y=self.y[i:i + 1],
-            target_index=torch.tensor([target_index]), graph_index=torch.tensor([i]),
+            target_id=torch.tensor([target_index]), graph_id=torch.tensor([i]),
         )
 
     def data_list(self) -> list[Data]:
-        """Graphs as PyG ``Data`` views (no copies) with ``y``, ``target_index``."""
+        """Graphs as PyG ``Data`` views (no copies) with ``y`` and ``target_id``.
+
+        (Not ``*_index``: PyG would offset such attributes by node counts when batching.)
+        """
         index = {t: k for k, t in enumerate(self.target_names)}
         return [self.graph(i, index[self.targets[i]]) for i in range(len(self))]
 

@@ -1,0 +1,133 @@
+"""`dvc repro` end to end in a temporary git copy of the repo, on the tiny params profile."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from graphqa.config import apply_overrides
+
+from .conftest import REPO, TINY_OVERRIDES
+
+pytestmark = pytest.mark.e2e
+
+COPIED = ["dvc.yaml", "params.yaml", "stages", "src", ".dvc/config", ".dvcignore",
+          ".gitignore"]
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    """Isolated HOME, DVC config/site-cache dirs and git identity; the copy's code first."""
+    home = tmp / "home"
+    home.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "GIT_"))}
+    env.update({
+        "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "DVC_GLOBAL_CONFIG_DIR": str(home / "dvc-global"),
+        "DVC_SYSTEM_CONFIG_DIR": str(home / "dvc-system"),
+        "DVC_SITE_CACHE_DIR": str(home / "dvc-site"), "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "graphqa-test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
+        "GIT_COMMITTER_NAME": "graphqa-test", "GIT_COMMITTER_EMAIL": "test@example.invalid",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(tmp / "repo" / "src"),
+    })
+    return env
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout + proc.stderr
+
+
+def _write_params(repo: Path, extra: dict[str, object] | None = None) -> None:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    tiny = apply_overrides(raw, {**TINY_OVERRIDES, "trainer.max_epochs": 1, **(extra or {})})
+    (repo / "params.yaml").write_text(yaml.safe_dump(tiny, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def repo_copy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    repo = tmp / "repo"
+    for name in COPIED:
+        src = REPO / name
+        if not src.exists():
+            continue
+        dest = repo / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest)
+    _write_params(repo)
+    env = _env(tmp)
+    _run(["git", "init", "-q"], repo, env)
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-qm", "copy"], repo, env)
+    return repo, env
+
+
+def test_repro_runs_then_caches_then_reruns_only_what_changed(
+        repo_copy: tuple[Path, dict[str, str]]) -> None:
+    repo, env = repo_copy
+    dvc = [sys.executable, "-m", "dvc"]
+    first = _run([*dvc, "repro"], repo, env)
+    assert "Running stage 'train@0-base'" in first
+    metrics = json.loads((repo / "runs/train/0-base/metrics.json").read_text())
+    assert metrics["epochs_trained"] == 1
+    assert (repo / "runs/train/0-base/checkpoints/best.ckpt").exists()
+    assert (repo / "dvc.lock").exists()
+
+    second = _run([*dvc, "repro"], repo, env)
+    assert "Running stage" not in second
+    assert "Data and pipelines are up to date" in second
+
+    # A training-only param reruns the sweep, not the data stages.
+    _write_params(repo, {"optimizer.learning_rate": 0.01})
+    third = _run([*dvc, "repro"], repo, env)
+    assert "Running stage 'train@0-base'" in third
+    assert "Running stage 'dataset'" not in third and "Running stage 'schema'" not in third
+
+    # A dataset param reruns the generator and everything downstream of it.
+    _write_params(repo, {"optimizer.learning_rate": 0.01, "dataset.label_noise": 0.05})
+    fourth = _run([*dvc, "repro"], repo, env)
+    for stage in ("dataset", "schema", "train@0-base"):
+        assert f"Running stage '{stage}'" in fourth
+
+    # Adding a seed runs only the new sweep member.
+    _write_params(repo, {"optimizer.learning_rate": 0.01, "dataset.label_noise": 0.05,
+                         "sweep.seeds": [0, 1]})
+    fifth = _run([*dvc, "repro"], repo, env)
+    assert "Running stage 'train@1-base'" in fifth
+    assert "Running stage 'train@0-base'" not in fifth
+
+    status = _run([*dvc, "status"], repo, env)
+    assert "up to date" in status
+    refs = _run(["git", "for-each-ref", "refs/exps"], repo, env)
+    assert refs.strip() == ""
+
+
+def test_failed_schema_check_keeps_last_good_lock(repo_copy: tuple[Path, dict[str, str]]
+                                                  ) -> None:
+    repo, env = repo_copy
+    dvc = [sys.executable, "-m", "dvc"]
+    _run([*dvc, "repro", "--single-item", "schema"], repo, env)
+    lock_before = (repo / "dvc.lock").read_text()
+    labels = repo / "data/dataset/labels/train.csv"
+    labels.chmod(0o644)
+    text = labels.read_text()
+    first_row = text.splitlines()[1]
+    labels.write_text(text + first_row + "\n")  # duplicate MODEL
+    proc = subprocess.run([*dvc, "repro", "--single-item", "schema"], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode != 0
+    assert "train.csv" in proc.stderr + proc.stdout and "MODEL" in proc.stderr + proc.stdout
+    assert (repo / "dvc.lock").read_text() == lock_before
