@@ -28,6 +28,9 @@ TINY_OVERRIDES = {
     "trainer.num_threads": 1,
     "logging.progress": "none",
     "sweep.seeds": [0],
+    "finetune.phase1.overrides": {"optimizer.learning_rate": 0.001, "trainer.max_epochs": 1},
+    "finetune.phase2.seeds": [101],
+    "finetune.phase2.overrides": {"optimizer.learning_rate": 0.001, "trainer.max_epochs": 1},
 }
 
 os.environ.setdefault("DVCLIVE_OPEN", "false")

@@ -307,14 +307,8 @@ def test_invalid_yaml_is_a_clear_error(tmp_path: Path) -> None:
         "- optimizer\n- model\n",
         "just a string\n",
         "42\n",
-        pytest.param(
-            "[]\n",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="config.py:296 `yaml.safe_load(...) or {}` turns any falsy YAML document "
-                "([], 0, false, '') into {} so it silently loads all defaults",
-            ),
-        ),
+        "[]\n",
+        "false\n",
     ],
 )
 def test_non_mapping_yaml_is_a_clear_error(tmp_path: Path, text: str) -> None:

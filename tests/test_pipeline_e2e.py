@@ -75,44 +75,51 @@ def repo_copy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     return repo, env
 
 
+ALL_STAGES = ("dataset", "schema", "train@0-base", "selection", "finetune_phase1",
+              "finetune_phase2@101", "final_selection")
+
+
+def _ran(output: str) -> set[str]:
+    return {s for s in ALL_STAGES + ("train@1-base",) if f"Running stage '{s}'" in output}
+
+
 def test_repro_runs_then_caches_then_reruns_only_what_changed(
         repo_copy: tuple[Path, dict[str, str]]) -> None:
     repo, env = repo_copy
     dvc = [sys.executable, "-m", "dvc"]
     first = _run([*dvc, "repro"], repo, env)
-    assert "Running stage 'train@0-base'" in first
+    assert _ran(first) == set(ALL_STAGES)
     metrics = json.loads((repo / "runs/train/0-base/metrics.json").read_text())
     assert metrics["epochs_trained"] == 1
     assert (repo / "runs/train/0-base/checkpoints/best.ckpt").exists()
-    assert (repo / "dvc.lock").exists()
+    final = json.loads((repo / "runs/final_selection/selection.json").read_text())
+    assert final["winner"] in {"train/0-base", "finetune_phase1", "finetune_phase2/101"}
+    assert (repo / "runs/final_selection/model.ckpt").exists()
+    shown = _run([*dvc, "metrics", "show", "--json"], repo, env)
+    assert "final_selection/metrics.json" in shown and "runs/train/0-base" not in shown
 
     second = _run([*dvc, "repro"], repo, env)
-    assert "Running stage" not in second
+    assert _ran(second) == set()
     assert "Data and pipelines are up to date" in second
 
-    # A training-only param reruns the sweep, not the data stages.
-    _write_params(repo, {"optimizer.learning_rate": 0.01})
+    # A phase-2 fine-tune param reruns only phase 2 and the final selection.
+    _write_params(repo, {"finetune.phase2.overrides": {"optimizer.learning_rate": 0.0005,
+                                                       "trainer.max_epochs": 1}})
     third = _run([*dvc, "repro"], repo, env)
-    assert "Running stage 'train@0-base'" in third
-    assert "Running stage 'dataset'" not in third and "Running stage 'schema'" not in third
+    assert _ran(third) == {"finetune_phase2@101", "final_selection"}
 
     # A dataset param reruns the generator and everything downstream of it.
-    _write_params(repo, {"optimizer.learning_rate": 0.01, "dataset.label_noise": 0.05})
-    fourth = _run([*dvc, "repro"], repo, env)
-    for stage in ("dataset", "schema", "train@0-base"):
-        assert f"Running stage '{stage}'" in fourth
+    _write_params(repo, {"dataset.label_noise": 0.05})
+    assert _ran(_run([*dvc, "repro"], repo, env)) == set(ALL_STAGES)
 
-    # Adding a seed runs only the new sweep member.
-    _write_params(repo, {"optimizer.learning_rate": 0.01, "dataset.label_noise": 0.05,
-                         "sweep.seeds": [0, 1]})
-    fifth = _run([*dvc, "repro"], repo, env)
-    assert "Running stage 'train@1-base'" in fifth
-    assert "Running stage 'train@0-base'" not in fifth
+    # Adding a seed trains only the new sweep member (selection and later stages follow).
+    _write_params(repo, {"dataset.label_noise": 0.05, "sweep.seeds": [0, 1]})
+    fifth = _ran(_run([*dvc, "repro"], repo, env))
+    assert "train@1-base" in fifth and "selection" in fifth
+    assert not fifth & {"dataset", "schema", "train@0-base"}
 
-    status = _run([*dvc, "status"], repo, env)
-    assert "up to date" in status
-    refs = _run(["git", "for-each-ref", "refs/exps"], repo, env)
-    assert refs.strip() == ""
+    assert "up to date" in _run([*dvc, "status"], repo, env)
+    assert _run(["git", "for-each-ref", "refs/exps"], repo, env).strip() == ""
 
 
 def test_failed_schema_check_keeps_last_good_lock(repo_copy: tuple[Path, dict[str, str]]

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 from torch_geometric.data import Data
 
 from graphqa.config import Params, parse_params
@@ -19,6 +20,7 @@ from graphqa.train import (
     CHECKPOINT_LINKS,
     MONITOR,
     load_module,
+    resume_run,
     selection_notice,
     train_run,
 )
@@ -198,3 +200,36 @@ def test_ddp_strategy_passes_through_on_two_cpu_processes(tiny_schema_dir: Path,
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == \
         sorted(p.name for p in tiny_run.iterdir())
     assert (tmp_path / "run" / "checkpoints" / "best.ckpt").exists()
+
+
+class _Crash(Callback):
+    """Simulates a run dying at the start of a given epoch."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError("simulated crash")
+
+
+def test_resumed_run_matches_uninterrupted_run(tiny_schema_dir: Path, tmp_path: Path) -> None:
+    params = parse_params({}, {**TINY_OVERRIDES, "trainer.max_epochs": 3,
+                               "model.dropout": 0.3})
+    whole = train_run(params=params, schema_dir=tiny_schema_dir, run_dir=tmp_path / "whole")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_run(params=params, schema_dir=tiny_schema_dir, run_dir=tmp_path / "cut",
+                  extra_callbacks=[_Crash(epoch=2)])
+    assert json.loads((tmp_path / "cut" / "summary.json").read_text())["status"] == "running"
+    resumed = resume_run(tmp_path / "cut")
+    assert resumed["metrics"] == whole["metrics"]
+    assert (tmp_path / "cut" / "metrics.csv").read_bytes() == \
+        (tmp_path / "whole" / "metrics.csv").read_bytes()
+    a = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="summary.json"):
+        resume_run(tmp_path)

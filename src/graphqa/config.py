@@ -141,6 +141,19 @@ class LossConfig(_Section):
     ranking_margin: float = Field(0.0, ge=0)
 
 
+RankMetric = Literal["selection_metric", "val_loss", "ema_val_loss", "val_mae", "val_regret",
+                     "val_spearman", "val_pearson", "val_target_spearman", "val_hit_rate"]
+
+
+class ShortlistConfig(_Section):
+    """Option B: shortlist the top ``k`` runs by a loss, then pick by a ranking metric."""
+
+    enabled: bool = False
+    k: int = Field(3, ge=1)
+    by: Literal["val_loss", "ema_val_loss"] = "ema_val_loss"
+    then: RankMetric = "val_regret"
+
+
 class SelectionConfig(_Section):
     use_val_spearman: bool = True
     spearman_min_delta: float = 0.0
@@ -148,6 +161,25 @@ class SelectionConfig(_Section):
     ema_decay: float = Field(0.7, ge=0, lt=1)
     hit_dockq: float = Field(0.23, ge=0, le=1)
     hit_top_k: int = Field(10, ge=1)
+    primary_metric: RankMetric = "selection_metric"
+    shortlist: ShortlistConfig = ShortlistConfig()
+
+
+class FinetunePhase1Config(_Section):
+    overrides: dict[str, Any] = {"optimizer.learning_rate": 0.001, "scheduler.patience": 8,
+                                 "trainer.max_epochs": 15}
+
+
+class FinetunePhase2Config(_Section):
+    seeds: list[int] = [101, 555, 888]
+    resume_from: Literal["sweep_best", "phase1_best"] = "sweep_best"
+    overrides: dict[str, Any] = {"optimizer.learning_rate": 0.001, "trainer.max_epochs": 10}
+
+
+class FinetuneConfig(_Section):
+    enabled: bool = True
+    phase1: FinetunePhase1Config = FinetunePhase1Config()
+    phase2: FinetunePhase2Config = FinetunePhase2Config()
 
 
 class LoggingConfig(_Section):
@@ -197,6 +229,7 @@ class Params(_Section):
     logging: LoggingConfig = LoggingConfig()
     mlflow: MlflowConfig = MlflowConfig()
     sweep: SweepConfig = SweepConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -293,11 +326,13 @@ def load_params(
     """Read and validate ``params.yaml``; errors name the file, key path and the fix."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: params file not found") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if raw is None:  # an empty file: all defaults
+        raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     return parse_params(raw, overrides, source=str(path))

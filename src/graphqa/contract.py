@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,11 +69,20 @@ def load_graph(path: str | Path) -> Data:
     try:
         with torch.serialization.safe_globals(GRAPH_SAFE_GLOBALS):
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt zip, truncated file, foreign pickle ...
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        if found is None:  # not a foreign class: garbage or a truncated file
+            raise DataContractError(path, "<file>", "a torch.save'd torch_geometric Data "
+                                    "object", "unreadable file (not a torch archive)") from None
+        raise DataContractError(
+            path, "<file>", "only tensors, builtins and torch_geometric Data classes",
+            f"class {found.group(1)} (refused: graph files are never unpickled unsafely)",
+        ) from None
+    except Exception as exc:  # corrupt zip, truncated file ...
+        first_line = (str(exc).splitlines() or [""])[0][:200]
         raise DataContractError(
             path, "<file>", "a torch.save'd torch_geometric Data object",
-            f"unreadable file ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
-        ) from None
+            f"unreadable file ({type(exc).__name__}: {first_line})") from None
     if not isinstance(obj, Data):
         raise DataContractError(path, "<file>", "a torch_geometric Data object",
                                 type(obj).__name__)

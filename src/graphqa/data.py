@@ -7,12 +7,13 @@ node/edge features concatenated over graphs, local ``edge_index`` per graph, and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import torch
+from torch.utils.data import Sampler
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
@@ -102,6 +103,27 @@ def packed_path(packed_dir: str | Path, split: str) -> Path:
     return Path(packed_dir) / f"{split}.pt"
 
 
+class EpochShuffleSampler(Sampler[int]):
+    """Shuffle order that depends only on (seed, epoch).
+
+    Lightning calls ``set_epoch`` on samplers that have it, so a run resumed from a checkpoint
+    sees exactly the batches the uninterrupted run would have seen.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
 class GraphQADataModule(L.LightningDataModule):
     """Serves packed splits as PyG mini-batches; shuffling is seeded for reproducibility."""
 
@@ -128,9 +150,10 @@ class GraphQADataModule(L.LightningDataModule):
             self.graphs(name)
 
     def loader(self, name: str, shuffle: bool = False) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(self.graphs(name), batch_size=self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, generator=generator,
+        graphs = self.graphs(name)
+        sampler = EpochShuffleSampler(len(graphs), self.seed) if shuffle else None
+        return DataLoader(graphs, batch_size=self.batch_size, sampler=sampler,
+                          num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:

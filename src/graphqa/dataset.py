@@ -197,7 +197,7 @@ def _split_targets(targets: list[str], cfg: DatasetConfig, rng: np.random.Genera
     fracs = cfg.split.model_dump()
     order = list(rng.permutation(targets))
     exact = {k: v * len(order) for k, v in fracs.items()}
-    counts = {k: max(1, int(math.floor(v))) for k, v in exact.items()}
+    counts = {k: max(1, math.floor(v)) for k, v in exact.items()}
     by_remainder = sorted(fracs, key=lambda k: exact[k] - math.floor(exact[k]), reverse=True)
     i = 0
     while sum(counts.values()) < len(order):

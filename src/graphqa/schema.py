@@ -8,7 +8,8 @@ training, FLT and inference size everything from it instead of hard-coded dimens
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+import numbers
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -273,7 +274,8 @@ def read_labels(path: str | Path, split: str) -> pd.DataFrame:
         frame["capri"] = ""
     dockq = pd.to_numeric(frame["dockq"].replace("", float("nan")), errors="coerce")
     for i, (model, value) in enumerate(zip(frame["MODEL"], dockq, strict=True)):
-        if not (isinstance(value, float) and math.isfinite(value) and 0.0 <= value <= 1.0):
+        if not (isinstance(value, numbers.Real) and not isinstance(value, bool)
+                and math.isfinite(value) and 0.0 <= value <= 1.0):
             raise DataContractError(path, f"dockq (row {i + 2}, MODEL {model})",
                                     "a number in [0, 1]", repr(frame["dockq"].iloc[i]))
     frame["dockq"] = dockq.astype(float)

@@ -7,9 +7,9 @@ torchmetrics) so ranking metrics and the selection score are computed over the w
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
-import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,15 +122,17 @@ class GraphQAModule(L.LightningModule):
             values["train_loss"] = float(self.train_loss.compute())
             self.train_loss.reset()
         values["lr"] = float(self.trainer.optimizers[0].param_groups[0]["lr"])
-        # NaN would poison checkpoint comparisons; log it as +inf-like large loss instead.
-        self.log_dict({k: (v if not math.isnan(v) else float("nan")) for k, v in values.items()},
-                      sync_dist=False)
+        # Already gathered over all ranks by the CatMetrics: no second sync.
+        self.log_dict(values, sync_dist=False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["ema_val_loss"] = self.ema_val_loss
+        checkpoint["torch_rng_state"] = torch.get_rng_state()  # dropout masks after resume
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.ema_val_loss = checkpoint.get("ema_val_loss")
+        if "torch_rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng_state"])
 
     def configure_optimizers(self) -> Any:
         opt_cfg, sched_cfg = self.hparams["optimizer"], self.hparams["scheduler"]
@@ -239,18 +241,19 @@ class CompactProgress(Callback):
 
     def __init__(self) -> None:
         self.best: float | None = None
-        self._marks: list[int] = []
+        self._marks: dict[int, str] = {}
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         total = int(trainer.num_training_batches)
-        self._marks = sorted({max(1, math.ceil(total * q)) for q in (0.25, 0.5, 0.75)})
+        self._marks = {}
+        for pct in (25, 50, 75):  # tiny epochs may merge marks; keep the last label
+            self._marks[max(1, math.ceil(total * pct / 100))] = f"{pct}%"
         print(f"epoch {trainer.current_epoch:3d} |", end="", flush=True)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            outputs: Any, batch: Any, batch_idx: int) -> None:
         if batch_idx + 1 in self._marks:
-            pct = round(100 * (batch_idx + 1) / trainer.num_training_batches)
-            print(f" {pct}%", end="", flush=True)
+            print(f" {self._marks[batch_idx + 1]}", end="", flush=True)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -316,11 +319,12 @@ def configure_determinism(params: Params, seed: int) -> None:
     L.seed_everything(seed, workers=True, verbose=False)
 
 
-def _loggers(params: Params, paths: RunPaths, run_name: str) -> list[Any]:
+def _loggers(params: Params, paths: RunPaths, run_name: str, resume: bool) -> list[Any]:
     from dvclive.lightning import DVCLiveLogger
 
     loggers: list[Any] = [DVCLiveLogger(dir=str(paths.dvclive), save_dvc_exp=False,
-                                        dvcyaml=None, report=None, run_name=run_name)]
+                                        dvcyaml=None, report=None, run_name=run_name,
+                                        resume=resume)]
     if params.mlflow.enabled:
         try:
             import mlflow  # noqa: F401
@@ -337,7 +341,8 @@ def _loggers(params: Params, paths: RunPaths, run_name: str) -> list[Any]:
 
 
 def build_trainer(params: Params, paths: RunPaths, run_name: str,
-                  extra_callbacks: list[Callback] | None = None) -> L.Trainer:
+                  extra_callbacks: list[Callback] | None = None,
+                  resume: bool = False) -> L.Trainer:
     tcfg = params.trainer
     checkpoint = PortableModelCheckpoint(
         dirpath=str(paths.checkpoints), filename="epoch{epoch:03d}", monitor=MONITOR,
@@ -357,7 +362,7 @@ def build_trainer(params: Params, paths: RunPaths, run_name: str,
         accumulate_grad_batches=tcfg.accumulate_grad_batches,
         gradient_clip_val=tcfg.gradient_clip_val, deterministic=tcfg.deterministic,
         default_root_dir=str(paths.root), callbacks=callbacks,
-        logger=_loggers(params, paths, run_name),
+        logger=_loggers(params, paths, run_name, resume),
         log_every_n_steps=params.logging.log_every_n_steps,
         enable_progress_bar=params.logging.progress == "bar", enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -388,8 +393,8 @@ def _clean(value: float) -> float | None:
 
 def train_run(*, params: Params, schema_dir: str | Path, run_dir: str | Path,
               seed: int | None = None, init_from: str | Path | None = None,
-              resume_from: str | Path | None = None, run_name: str = "train"
-              ) -> dict[str, Any]:
+              resume_from: str | Path | None = None, run_name: str = "train",
+              extra_callbacks: list[Callback] | None = None) -> dict[str, Any]:
     """Train one model and write the run folder; returns ``summary.json``'s content.
 
     ``init_from`` starts from a checkpoint's weights (fine-tuning: fresh optimizer and
@@ -415,9 +420,33 @@ def train_run(*, params: Params, schema_dir: str | Path, run_dir: str | Path,
     module = GraphQAModule(net, params.optimizer.model_dump(), params.scheduler.model_dump(),
                            params.loss.model_dump(), params.selection.model_dump())
     print(selection_notice(params), flush=True)
-    trainer = build_trainer(params, paths, run_name)
+    if resume_from is None:
+        paths.summary.write_text(dump_json({
+            "status": "running", "seed": seed, "schema_dir": schema_dir.as_posix(),
+            "init_from": Path(init_from).as_posix() if init_from else None,
+            "run_name": run_name, "params": params.to_dict()}))
+    trainer = build_trainer(params, paths, run_name, extra_callbacks,
+                            resume=resume_from is not None)
     trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
     return finalize_run(trainer, params, schema, paths, seed)
+
+
+def resume_run(run_dir: str | Path) -> dict[str, Any]:
+    """Continue an interrupted run from ``checkpoints/last.ckpt`` with the params it started
+    with; the run folder ends up as if it had never stopped."""
+    from graphqa.config import parse_params
+
+    paths = RunPaths(Path(run_dir))
+    if not paths.summary.exists():
+        raise FileNotFoundError(f"{paths.summary}: not a graphqa run folder")
+    started = json.loads(paths.summary.read_text())
+    last = paths.checkpoints / "last.ckpt"
+    if not last.exists():
+        raise FileNotFoundError(f"{last}: nothing to resume from (no epoch finished yet)")
+    params = parse_params(started["params"], source=str(paths.summary))
+    return train_run(params=params, schema_dir=started["schema_dir"], run_dir=paths.root,
+                     seed=started["seed"], resume_from=last,
+                     run_name=started.get("run_name", "train"))
 
 
 def finalize_run(trainer: L.Trainer, params: Params, schema: FeatureSchema, paths: RunPaths,
@@ -432,12 +461,17 @@ def finalize_run(trainer: L.Trainer, params: Params, schema: FeatureSchema, path
     headline.update({"best_epoch": int(best["epoch"]), "epochs_trained": len(rows)})
     write_json(paths.metrics_json, headline)
     write_json(paths.root / FEATURE_METADATA, schema.to_json())
+    started = json.loads(paths.summary.read_text()) if paths.summary.exists() else {}
     summary = {
+        "status": "finished",
         "best_selection_metric": headline[MONITOR],
         "best_epoch": int(best["epoch"]),
         "checkpoint": f"checkpoints/{CHECKPOINT_LINKS[0]}",
         "ranked_checkpoints": [f"checkpoints/{n}" for n in ranked],
         "seed": seed,
+        "schema_dir": started.get("schema_dir"),
+        "init_from": started.get("init_from"),
+        "run_name": started.get("run_name"),
         "metrics": headline,
         "schema": {"node_dim": schema.node_dim, "edge_dim": schema.edge_dim,
                    "topology_dim": schema.topology_dim, "edge_module": schema.edge_module,
@@ -446,8 +480,3 @@ def finalize_run(trainer: L.Trainer, params: Params, schema: FeatureSchema, path
     }
     paths.summary.write_text(dump_json(summary))
     return summary
-
-
-def copy_run(src: str | Path, dst: str | Path) -> None:
-    """Copy a run folder, keeping checkpoint links as links."""
-    shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True)

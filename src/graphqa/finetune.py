@@ -1,0 +1,73 @@
+"""Fine-tuning phases: restart from a selected checkpoint's weights with lighter settings.
+
+Phase 1 resumes the sweep winner with ``finetune.phase1.overrides``; phase 2 repeats that once
+per seed in ``finetune.phase2.seeds`` from ``resume_from`` (``sweep_best`` as the design notes
+describe, or ``phase1_best``). Each run starts from the winner's own params (so the network
+matches the weights) with the phase overrides on top, and writes an ordinary run folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from graphqa.config import Params, parse_params
+from graphqa.contract import write_json
+from graphqa.train import train_run
+
+
+def write_skipped(out_dir: str | Path, reason: str) -> dict[str, Any]:
+    """A run folder with every declared output that says the phase was skipped.
+
+    DVC stages are static, so a disabled phase still runs; final selection ignores it.
+    """
+    out_dir = Path(out_dir)
+    plots = out_dir / "dvclive" / "plots" / "metrics"
+    plots.mkdir(parents=True, exist_ok=True)
+    (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (out_dir / "checkpoints" / "SKIPPED").write_text(reason + "\n")
+    (plots / "selection_metric.tsv").write_text("step\tselection_metric\n")
+    summary = {"skipped": True, "reason": reason}
+    for name in ("summary.json", "feature_metadata.json"):
+        write_json(out_dir / name, summary)
+    write_json(out_dir / "metrics.json", {})
+    write_json(out_dir / "dvclive" / "metrics.json", {})
+    (out_dir / "metrics.csv").write_text("epoch\n")
+    return summary
+
+
+def resume_checkpoint(phase: int, resume_from: str, selection_dir: str | Path,
+                      phase1_dir: str | Path) -> Path:
+    """Checkpoint a phase starts from."""
+    if phase == 2 and resume_from == "phase1_best":
+        ckpt = Path(phase1_dir) / "checkpoints" / "best.ckpt"
+        if not ckpt.exists():
+            raise FileNotFoundError(f"{ckpt}: finetune.phase2.resume_from is phase1_best but "
+                                    "phase 1 produced no checkpoint")
+        return ckpt
+    selection = json.loads((Path(selection_dir) / "selection.json").read_text())
+    return Path(selection["checkpoint"])
+
+
+def finetune_run(*, params: Params, phase: Literal[1, 2], seed: int | None,
+                 selection_dir: str | Path, phase1_dir: str | Path, schema_dir: str | Path,
+                 out_dir: str | Path) -> dict[str, Any]:
+    """Stage worker for ``finetune_phase1`` and ``finetune_phase2@<seed>``."""
+    if not params.finetune.enabled:
+        return write_skipped(out_dir, "finetune.enabled is false")
+    selection = json.loads((Path(selection_dir) / "selection.json").read_text())
+    winner_summary = json.loads((Path(selection["run_dir"]) / "summary.json").read_text())
+    phase_cfg = params.finetune.phase1 if phase == 1 else params.finetune.phase2
+    overrides: dict[str, Any] = dict(phase_cfg.overrides)
+    if seed is not None:
+        overrides["dataloader.seed"] = seed
+    # The winner's params carry its architecture; the current finetune section governs.
+    base = {**winner_summary["params"], "finetune": params.finetune.model_dump(mode="json")}
+    run_params = parse_params(base, overrides, source=f"{selection['run_dir']}/summary.json")
+    start = resume_checkpoint(phase, params.finetune.phase2.resume_from, selection_dir,
+                              phase1_dir)
+    print(f"finetune phase {phase}: from {start} with {overrides}", flush=True)
+    name = f"phase{phase}" + (f"-seed{seed}" if seed is not None else "")
+    return train_run(params=run_params, schema_dir=schema_dir, run_dir=out_dir,
+                     init_from=start, run_name=name)

@@ -1,0 +1,29 @@
+"""Stage `final_selection`: the sweep winner vs every fine-tuned run -> runs/final_selection/."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from graphqa.config import load_params
+from graphqa.select import select_final
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--selection-dir", default="runs/selection")
+    parser.add_argument("--phase1-dir", default="runs/finetune_phase1")
+    parser.add_argument("--phase2-root", default="runs/finetune_phase2")
+    parser.add_argument("--out", default="runs/final_selection")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    finetune_dirs = {"finetune_phase1": Path(args.phase1_dir)}
+    finetune_dirs.update({f"finetune_phase2/{seed}": Path(args.phase2_root) / str(seed)
+                          for seed in params.finetune.phase2.seeds})
+    select_final(params=params, selection_dir=args.selection_dir, finetune_dirs=finetune_dirs,
+                 out_dir=args.out)
+
+
+if __name__ == "__main__":
+    main()
