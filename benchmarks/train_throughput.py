@@ -72,19 +72,28 @@ class GraphCounter(Callback):
     def __init__(self) -> None:
         self.train_graphs = 0
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         self.train_graphs += int(batch.num_graphs)
 
 
 def bench_params(params_path: str, epochs: int) -> Params:
     """The stage's params with progress output, early stopping and epoch count pinned."""
-    return load_params(params_path, overrides={
-        "logging.progress": "none",
-        "early_stopping.enabled": False,
-        "trainer.max_epochs": epochs,
-        "mlflow.enabled": False,
-    })
+    return load_params(
+        params_path,
+        overrides={
+            "logging.progress": "none",
+            "early_stopping.enabled": False,
+            "trainer.max_epochs": epochs,
+            "mlflow.enabled": False,
+        },
+    )
 
 
 def fresh_net(template: TopoQANet) -> TopoQANet:
@@ -98,16 +107,20 @@ def prepare(params: Params, seed: int) -> None:
     torch.use_deterministic_algorithms(params.trainer.deterministic)
 
 
-def run_lightning(params: Params, data: GraphQADataModule, template: TopoQANet,
-                  seed: int) -> Measurement:
+def run_lightning(
+    params: Params, data: GraphQADataModule, template: TopoQANet, seed: int
+) -> Measurement:
     prepare(params, seed)
-    module = GraphQAModule(fresh_net(template), params.optimizer.model_dump(),
-                           params.scheduler.model_dump(), params.loss.model_dump(),
-                           params.selection.model_dump())
+    module = GraphQAModule(
+        fresh_net(template),
+        params.optimizer.model_dump(),
+        params.scheduler.model_dump(),
+        params.loss.model_dump(),
+        params.selection.model_dump(),
+    )
     counter = GraphCounter()
     with tempfile.TemporaryDirectory(prefix="graphqa-bench-") as tmp:
-        trainer = build_trainer(params, RunPaths(Path(tmp)), "bench",
-                                extra_callbacks=[counter])
+        trainer = build_trainer(params, RunPaths(Path(tmp)), "bench", extra_callbacks=[counter])
         start = time.perf_counter()
         trainer.fit(module, datamodule=data)
         seconds = time.perf_counter() - start
@@ -116,16 +129,20 @@ def run_lightning(params: Params, data: GraphQADataModule, template: TopoQANet,
 
 def plain_loop(params: Params, data: GraphQADataModule, net: TopoQANet, epochs: int) -> int:
     """Hand-written train + val loop; returns the number of training graphs processed."""
-    optimizer = torch.optim.AdamW(net.parameters(), lr=params.optimizer.learning_rate,
-                                  weight_decay=params.optimizer.weight_decay)
+    optimizer = torch.optim.AdamW(
+        net.parameters(),
+        lr=params.optimizer.learning_rate,
+        weight_decay=params.optimizer.weight_decay,
+    )
     train_loader, val_loader = data.train_dataloader(), data.val_dataloader()
     graphs = 0
     for epoch in range(epochs):
         train_loader.sampler.set_epoch(epoch)  # same shuffle order as Lightning
         net.train()
         for batch in train_loader:
-            pred = torch.sigmoid(net(batch.x, batch.edge_index, batch.edge_attr, batch.batch,
-                                     batch.num_graphs))
+            pred = torch.sigmoid(
+                net(batch.x, batch.edge_index, batch.edge_attr, batch.batch, batch.num_graphs)
+            )
             loss = F.mse_loss(pred, batch.y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -135,14 +152,24 @@ def plain_loop(params: Params, data: GraphQADataModule, net: TopoQANet, epochs: 
         preds = []
         with torch.inference_mode():
             for batch in val_loader:
-                preds.append(torch.sigmoid(net(batch.x, batch.edge_index, batch.edge_attr,
-                                               batch.batch, batch.num_graphs)))
+                preds.append(
+                    torch.sigmoid(
+                        net(
+                            batch.x,
+                            batch.edge_index,
+                            batch.edge_attr,
+                            batch.batch,
+                            batch.num_graphs,
+                        )
+                    )
+                )
         torch.cat(preds)
     return graphs
 
 
-def run_plain(params: Params, data: GraphQADataModule, template: TopoQANet, seed: int,
-              epochs: int) -> Measurement:
+def run_plain(
+    params: Params, data: GraphQADataModule, template: TopoQANet, seed: int, epochs: int
+) -> Measurement:
     prepare(params, seed)
     net = fresh_net(template)
     start = time.perf_counter()
@@ -166,8 +193,7 @@ def main() -> None:
     parser.add_argument("--schema-dir", default="data/schema")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=None,
-                        help="default: params.dataloader.seed")
+    parser.add_argument("--seed", type=int, default=None, help="default: params.dataloader.seed")
     args = parser.parse_args()
     if args.epochs < 1 or args.repeats < 1:
         parser.error("--epochs and --repeats must be >= 1")
@@ -179,17 +205,24 @@ def main() -> None:
     schema = FeatureSchema.load(schema_dir / FEATURE_METADATA)
 
     prepare(params, seed)
-    data = GraphQADataModule(schema_dir / "packed", batch_size=params.dataloader.batch_size,
-                             num_workers=params.dataloader.num_workers, seed=seed)
+    data = GraphQADataModule(
+        schema_dir / "packed",
+        batch_size=params.dataloader.batch_size,
+        num_workers=params.dataloader.num_workers,
+        seed=seed,
+    )
     data.setup("fit")  # build the PyG Data lists once, outside every timed region
     train = data.split("train")
     template = build_net(net_config_for(params, schema))
     template.fit_standardizers(train.x, train.edge_attr)
 
-    print(f"train graphs {len(train)}, val graphs {len(data.split('val'))}, "
-          f"batch size {params.dataloader.batch_size}, epochs {args.epochs}, "
-          f"repeats {args.repeats}, threads {params.trainer.num_threads}, seed {seed}, "
-          f"deterministic {params.trainer.deterministic}", flush=True)
+    print(
+        f"train graphs {len(train)}, val graphs {len(data.split('val'))}, "
+        f"batch size {params.dataloader.batch_size}, epochs {args.epochs}, "
+        f"repeats {args.repeats}, threads {params.trainer.num_threads}, seed {seed}, "
+        f"deterministic {params.trainer.deterministic}",
+        flush=True,
+    )
 
     prepare(params, seed)
     warm = time.perf_counter()
@@ -205,8 +238,11 @@ def main() -> None:
             else:
                 m = run_plain(params, data, template, seed, args.epochs)
             results[path].append(m)
-            print(f"  repeat {rep + 1}: {m.path:<9} {m.seconds:7.2f} s  "
-                  f"{m.graphs_per_s:8.1f} graphs/s  ({m.train_graphs} train graphs)", flush=True)
+            print(
+                f"  repeat {rep + 1}: {m.path:<9} {m.seconds:7.2f} s  "
+                f"{m.graphs_per_s:8.1f} graphs/s  ({m.train_graphs} train graphs)",
+                flush=True,
+            )
 
     label = "median " if args.repeats > 1 else ""
     print()
@@ -218,8 +254,10 @@ def main() -> None:
         print(f"{path:<10} {seconds:>14.2f} {rate[path]:>15.1f}")
     ratio = rate["lightning"] / rate["plain"]
     met = ratio >= TARGET_RATIO
-    print(f"\nratio lightning/plain graphs/s: {ratio:.3f} (overhead {1 - ratio:+.1%}); "
-          f"target >= {TARGET_RATIO}: {'MET' if met else 'NOT MET'}")
+    print(
+        f"\nratio lightning/plain graphs/s: {ratio:.3f} (overhead {1 - ratio:+.1%}); "
+        f"target >= {TARGET_RATIO}: {'MET' if met else 'NOT MET'}"
+    )
 
 
 if __name__ == "__main__":

@@ -15,8 +15,10 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     truth = generate_dataset(cfg=params.dataset, out_dir=args.out)
-    print(f"dataset: wrote {sum(s['graphs'] for s in truth['splits'].values())} graphs to "
-          f"{args.out}; best achievable Spearman {truth['best_achievable_spearman']}")
+    print(
+        f"dataset: wrote {sum(s['graphs'] for s in truth['splits'].values())} graphs to "
+        f"{args.out}; best achievable Spearman {truth['best_achievable_spearman']}"
+    )
 
 
 if __name__ == "__main__":

@@ -19,10 +19,18 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params)
     finetune_dirs = {"finetune_phase1": Path(args.phase1_dir)}
-    finetune_dirs.update({f"finetune_phase2/{seed}": Path(args.phase2_root) / str(seed)
-                          for seed in params.finetune.phase2.seeds})
-    select_final(params=params, selection_dir=args.selection_dir, finetune_dirs=finetune_dirs,
-                 out_dir=args.out)
+    finetune_dirs.update(
+        {
+            f"finetune_phase2/{seed}": Path(args.phase2_root) / str(seed)
+            for seed in params.finetune.phase2.seeds
+        }
+    )
+    select_final(
+        params=params,
+        selection_dir=args.selection_dir,
+        finetune_dirs=finetune_dirs,
+        out_dir=args.out,
+    )
 
 
 if __name__ == "__main__":

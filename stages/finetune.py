@@ -18,9 +18,15 @@ def main() -> None:
     parser.add_argument("--schema-dir", default="data/schema")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    finetune_run(params=load_params(args.params), phase=args.phase, seed=args.seed,
-                 selection_dir=args.selection_dir, phase1_dir=args.phase1_dir,
-                 schema_dir=args.schema_dir, out_dir=args.out)
+    finetune_run(
+        params=load_params(args.params),
+        phase=args.phase,
+        seed=args.seed,
+        selection_dir=args.selection_dir,
+        phase1_dir=args.phase1_dir,
+        schema_dir=args.schema_dir,
+        out_dir=args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -18,14 +18,22 @@ def main() -> None:
     args = parser.parse_args()
     base = load_params(args.params)
     if args.variant not in base.sweep.variants:
-        parser.error(f"unknown variant '{args.variant}'; params.yaml sweep.variants has "
-                     f"{sorted(base.sweep.variants)}")
+        parser.error(
+            f"unknown variant '{args.variant}'; params.yaml sweep.variants has "
+            f"{sorted(base.sweep.variants)}"
+        )
     overrides = {**base.sweep.variants[args.variant], "dataloader.seed": args.seed}
     params = load_params(args.params, overrides=overrides)
-    summary = train_run(params=params, schema_dir=args.schema_dir, run_dir=args.out,
-                        run_name=f"{args.seed}-{args.variant}")
-    print(f"train: {args.out}: best selection_metric {summary['best_selection_metric']} "
-          f"at epoch {summary['best_epoch']}")
+    summary = train_run(
+        params=params,
+        schema_dir=args.schema_dir,
+        run_dir=args.out,
+        run_name=f"{args.seed}-{args.variant}",
+    )
+    print(
+        f"train: {args.out}: best selection_metric {summary['best_selection_metric']} "
+        f"at epoch {summary['best_epoch']}"
+    )
 
 
 if __name__ == "__main__":

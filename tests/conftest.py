@@ -52,8 +52,7 @@ def tiny_dataset_cfg(tiny_params: Params) -> DatasetConfig:
 
 
 @pytest.fixture(scope="session")
-def tiny_dataset(tmp_path_factory: pytest.TempPathFactory, tiny_dataset_cfg: DatasetConfig
-                 ) -> Path:
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory, tiny_dataset_cfg: DatasetConfig) -> Path:
     """A generated dataset folder (graphs/, labels/, ground_truth.json). Treat as read-only."""
     out = tmp_path_factory.mktemp("tiny") / "dataset"
     generate_dataset(cfg=tiny_dataset_cfg, out_dir=out)
@@ -64,6 +63,19 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory, tiny_dataset_cfg: Dat
 def tiny_schema_dir(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Output of the schema stage on the tiny dataset (feature_metadata.json, packed/)."""
     out = tmp_path_factory.mktemp("tiny_schema") / "schema"
-    check_dataset(graph_dir=tiny_dataset / "graphs", label_files=label_files(tiny_dataset),
-                  out_dir=out)
+    check_dataset(
+        graph_dir=tiny_dataset / "graphs", label_files=label_files(tiny_dataset), out_dir=out
+    )
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(
+    tiny_params: Params, tiny_schema_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A finished 2-epoch training run folder on the tiny profile. Treat as read-only."""
+    from graphqa.train import train_run
+
+    run_dir = tmp_path_factory.mktemp("runs") / "train" / "0-base"
+    train_run(params=tiny_params, schema_dir=tiny_schema_dir, run_dir=run_dir)
+    return run_dir

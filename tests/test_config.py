@@ -267,8 +267,9 @@ def test_parse_override_without_equals_is_an_error() -> None:
 
 
 def test_command_line_overrides_feed_load_params() -> None:
-    overrides = dict(parse_override(s) for s in ["optimizer.learning_rate=0.02",
-                                                 "model.num_layers=3"])
+    overrides = dict(
+        parse_override(s) for s in ["optimizer.learning_rate=0.02", "model.num_layers=3"]
+    )
 
     params = load_params(PARAMS_YAML, overrides)
 

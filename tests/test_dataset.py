@@ -57,8 +57,11 @@ def graphs(tiny_dataset: Path) -> dict[str, Data]:
 @pytest.fixture(scope="module")
 def labels(tiny_dataset: Path) -> dict[str, pd.DataFrame]:
     return {
-        s: pd.read_csv(tiny_dataset / "labels" / f"{s}.csv", dtype={"MODEL": str, "capri": str},
-                       keep_default_na=False)
+        s: pd.read_csv(
+            tiny_dataset / "labels" / f"{s}.csv",
+            dtype={"MODEL": str, "capri": str},
+            keep_default_na=False,
+        )
         for s in SPLITS
     }
 
@@ -168,8 +171,11 @@ def test_graph_metadata_sidecar(tiny_dataset: Path, graphs: dict[str, Data]) -> 
     assert meta["_edge_schema"]["module"] == dataset.EDGE_MODULE
     assert meta["_topology_schema"]["columns"] == dataset.topology_columns()
     assert meta["_topology_schema"]["dim"] == TOPO_DIM
-    assert (meta["node_feature_dim"], meta["edge_feature_dim"], meta["topology_feature_dim"]) \
-        == (NODE_DIM, EDGE_DIM, TOPO_DIM)
+    assert (meta["node_feature_dim"], meta["edge_feature_dim"], meta["topology_feature_dim"]) == (
+        NODE_DIM,
+        EDGE_DIM,
+        TOPO_DIM,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,7 +195,7 @@ def test_label_csvs(labels: dict[str, pd.DataFrame], graphs: dict[str, Data]) ->
         all_models.extend(frame["MODEL"])
 
     for i, a in enumerate(SPLITS):
-        for b in SPLITS[i + 1:]:
+        for b in SPLITS[i + 1 :]:
             assert not targets[a] & targets[b], f"targets shared by {a} and {b}"
     # every graph is labelled exactly once and every label has a graph
     assert sorted(all_models) == sorted(key.split("/")[1] for key in graphs)

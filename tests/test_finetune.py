@@ -15,16 +15,18 @@ from graphqa.train import load_module, train_run
 
 from .conftest import TINY_OVERRIDES
 
-SWEEP = {**TINY_OVERRIDES, "trainer.max_epochs": 1, "sweep.seeds": [0, 1],
-         "finetune.phase1.overrides": {"optimizer.learning_rate": 0.0005,
-                                       "trainer.max_epochs": 2},
-         "finetune.phase2.seeds": [101],
-         "finetune.phase2.overrides": {"trainer.max_epochs": 1}}
+SWEEP = {
+    **TINY_OVERRIDES,
+    "trainer.max_epochs": 1,
+    "sweep.seeds": [0, 1],
+    "finetune.phase1.overrides": {"optimizer.learning_rate": 0.0005, "trainer.max_epochs": 2},
+    "finetune.phase2.seeds": [101],
+    "finetune.phase2.overrides": {"trainer.max_epochs": 1},
+}
 
 
 @pytest.fixture(scope="module")
-def sweep(tiny_schema_dir: Path, tmp_path_factory: pytest.TempPathFactory
-          ) -> tuple[Params, Path]:
+def sweep(tiny_schema_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Params, Path]:
     root = tmp_path_factory.mktemp("pipeline")
     params = parse_params({}, SWEEP)
     for seed in params.sweep.seeds:
@@ -48,11 +50,18 @@ def test_selection_records_winner_and_leaderboard(sweep: tuple[Params, Path]) ->
 
 
 def test_phases_resume_winner_weights_and_final_selection_picks_best(
-        sweep: tuple[Params, Path], tiny_schema_dir: Path) -> None:
+    sweep: tuple[Params, Path], tiny_schema_dir: Path
+) -> None:
     params, root = sweep
-    phase1 = finetune_run(params=params, phase=1, seed=None, selection_dir=root / "selection",
-                          phase1_dir=root / "ft1", schema_dir=tiny_schema_dir,
-                          out_dir=root / "ft1")
+    phase1 = finetune_run(
+        params=params,
+        phase=1,
+        seed=None,
+        selection_dir=root / "selection",
+        phase1_dir=root / "ft1",
+        schema_dir=tiny_schema_dir,
+        out_dir=root / "ft1",
+    )
     selection = json.loads((root / "selection" / "selection.json").read_text())
     assert phase1["init_from"] == Path(selection["checkpoint"]).as_posix()
     assert phase1["params"]["optimizer"]["learning_rate"] == 0.0005  # phase override
@@ -63,36 +72,59 @@ def test_phases_resume_winner_weights_and_final_selection_picks_best(
     assert torch.equal(winner.node_norm.mean, tuned.node_norm.mean)
 
     p2 = parse_params({}, {**SWEEP, "finetune.phase2.resume_from": "phase1_best"})
-    phase2 = finetune_run(params=p2, phase=2, seed=101, selection_dir=root / "selection",
-                          phase1_dir=root / "ft1", schema_dir=tiny_schema_dir,
-                          out_dir=root / "ft2" / "101")
+    phase2 = finetune_run(
+        params=p2,
+        phase=2,
+        seed=101,
+        selection_dir=root / "selection",
+        phase1_dir=root / "ft1",
+        schema_dir=tiny_schema_dir,
+        out_dir=root / "ft2" / "101",
+    )
     assert phase2["init_from"].endswith("ft1/checkpoints/best.ckpt")
     assert phase2["seed"] == 101
 
-    final = select_final(params=params, selection_dir=root / "selection",
-                         finetune_dirs={"finetune_phase1": root / "ft1",
-                                        "finetune_phase2/101": root / "ft2" / "101"},
-                         out_dir=root / "final")
+    final = select_final(
+        params=params,
+        selection_dir=root / "selection",
+        finetune_dirs={
+            "finetune_phase1": root / "ft1",
+            "finetune_phase2/101": root / "ft2" / "101",
+        },
+        out_dir=root / "final",
+    )
     names = [r["name"] for r in final["ranked"]]
-    assert sorted(names) == sorted([selection["winner"], "finetune_phase1",
-                                    "finetune_phase2/101"])
+    assert sorted(names) == sorted([selection["winner"], "finetune_phase1", "finetune_phase2/101"])
     best = min(final["ranked"], key=lambda r: r["metrics"]["selection_metric"])
     assert final["winner"] == best["name"] and final["reason"].startswith(best["name"])
-    assert (root / "final" / "model.ckpt").read_bytes() == \
-        (Path(best["run_dir"]) / "checkpoints" / "best.ckpt").read_bytes()
+    assert (root / "final" / "model.ckpt").read_bytes() == (
+        Path(best["run_dir"]) / "checkpoints" / "best.ckpt"
+    ).read_bytes()
 
 
 def test_disabled_finetune_skips_cleanly_and_sweep_winner_goes_on(
-        sweep: tuple[Params, Path], tiny_schema_dir: Path) -> None:
+    sweep: tuple[Params, Path], tiny_schema_dir: Path
+) -> None:
     _, root = sweep
     off = parse_params({}, {**SWEEP, "finetune.enabled": False})
     out = root / "ft_off"
-    summary = finetune_run(params=off, phase=1, seed=None, selection_dir=root / "selection",
-                           phase1_dir=out, schema_dir=tiny_schema_dir, out_dir=out)
+    summary = finetune_run(
+        params=off,
+        phase=1,
+        seed=None,
+        selection_dir=root / "selection",
+        phase1_dir=out,
+        schema_dir=tiny_schema_dir,
+        out_dir=out,
+    )
     assert summary["skipped"] is True
     assert not list((out / "checkpoints").glob("*.ckpt"))
-    final = select_final(params=off, selection_dir=root / "selection",
-                         finetune_dirs={"finetune_phase1": out}, out_dir=root / "final_off")
+    final = select_final(
+        params=off,
+        selection_dir=root / "selection",
+        finetune_dirs={"finetune_phase1": out},
+        out_dir=root / "final_off",
+    )
     selection = json.loads((root / "selection" / "selection.json").read_text())
     assert final["winner"] == selection["winner"]
     assert [r["name"] for r in final["ranked"]] == [selection["winner"]]

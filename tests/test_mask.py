@@ -22,8 +22,9 @@ ALL_KINDS = ["node", "edge", "topology"]
 
 @pytest.fixture
 def schema() -> FeatureSchema:
-    return FeatureSchema(node_columns=list(NODE), edge_columns=list(EDGE),
-                         topology_columns=list(TOPO))
+    return FeatureSchema(
+        node_columns=list(NODE), edge_columns=list(EDGE), topology_columns=list(TOPO)
+    )
 
 
 def _mask(tmp_path: Path, **content: Any) -> str:
@@ -32,8 +33,9 @@ def _mask(tmp_path: Path, **content: Any) -> str:
     return str(path)
 
 
-def _cfg(path: str | None, apply_to: list[str] | None = None,
-         strict: bool = True) -> FeatureMaskConfig:
+def _cfg(
+    path: str | None, apply_to: list[str] | None = None, strict: bool = True
+) -> FeatureMaskConfig:
     return FeatureMaskConfig(path=path, apply_to=apply_to or ALL_KINDS, strict=strict)
 
 
@@ -110,8 +112,7 @@ def test_strict_unknown_edge_column_raises(schema: FeatureSchema, tmp_path: Path
 
 
 def test_non_strict_ignores_unknown_columns(schema: FeatureSchema, tmp_path: Path) -> None:
-    path = _mask(tmp_path, node_columns=["rasa", "not_a_column"],
-                 edge_columns=["hist_0", "hist_9"])
+    path = _mask(tmp_path, node_columns=["rasa", "not_a_column"], edge_columns=["hist_0", "hist_9"])
     resolved = resolve_mask(schema, _cfg(path, strict=False))
     assert resolved.node_keep == [0]
     assert resolved.edge_keep == [1]
@@ -142,8 +143,9 @@ def test_mask_removing_every_node_column_raises(schema: FeatureSchema, tmp_path:
         resolve_mask(schema, _cfg(path, strict=False))
 
 
-def test_empty_node_mask_allowed_when_nodes_not_governed(schema: FeatureSchema,
-                                                         tmp_path: Path) -> None:
+def test_empty_node_mask_allowed_when_nodes_not_governed(
+    schema: FeatureSchema, tmp_path: Path
+) -> None:
     path = _mask(tmp_path, node_columns=[], edge_columns=["hist_0"])
     resolved = resolve_mask(schema, _cfg(path, ["edge"]))
     assert resolved.node_keep is None
@@ -151,11 +153,18 @@ def test_empty_node_mask_allowed_when_nodes_not_governed(schema: FeatureSchema,
 
 
 def test_resolved_mask_sizes_the_net(schema: FeatureSchema, tmp_path: Path) -> None:
-    path = _mask(tmp_path, node_columns=["rasa", "base.b", "primary.s0.a"],
-                 edge_columns=["hist_0"])
+    path = _mask(tmp_path, node_columns=["rasa", "base.b", "primary.s0.a"], edge_columns=["hist_0"])
     resolved = resolve_mask(schema, _cfg(path))
-    net = build_net(NetConfig(node_dim=schema.node_dim, edge_dim=schema.edge_dim,
-                              hidden_dim=8, num_layers=1, heads=1,
-                              node_keep=resolved.node_keep, edge_keep=resolved.edge_keep))
+    net = build_net(
+        NetConfig(
+            node_dim=schema.node_dim,
+            edge_dim=schema.edge_dim,
+            hidden_dim=8,
+            num_layers=1,
+            heads=1,
+            node_keep=resolved.node_keep,
+            edge_keep=resolved.edge_keep,
+        )
+    )
     assert net.node_encoder.in_features == 3
     assert net.edge_encoder[0].in_features == 1

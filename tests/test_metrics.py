@@ -113,7 +113,8 @@ def test_correlations() -> None:
 
 @pytest.mark.parametrize("fn", [pearson, spearman])
 def test_correlations_nan_for_constant_or_short_input(
-        fn: Callable[[np.ndarray, np.ndarray], float]) -> None:
+    fn: Callable[[np.ndarray, np.ndarray], float],
+) -> None:
     a = np.array([1.0, 2.0, 3.0])
     assert math.isnan(fn(np.full(3, 0.5), a))
     assert math.isnan(fn(a, np.full(3, 0.5)))
@@ -153,8 +154,10 @@ def test_pairwise_ranking_loss_ignores_cross_target_pairs() -> None:
 def test_pairwise_ranking_loss_zero_without_valid_pairs() -> None:
     pred = torch.tensor([0.1, 0.9, 0.5])
     # every decoy its own target
-    assert pairwise_ranking_loss(pred, torch.tensor([0.9, 0.1, 0.3]),
-                                 torch.tensor([0, 1, 2])).item() == 0.0
+    assert (
+        pairwise_ranking_loss(pred, torch.tensor([0.9, 0.1, 0.3]), torch.tensor([0, 1, 2])).item()
+        == 0.0
+    )
     # equal labels give no ordered pair
     loss = pairwise_ranking_loss(pred, torch.full((3,), 0.4), torch.tensor([0, 0, 0]))
     assert loss.item() == 0.0

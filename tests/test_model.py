@@ -15,8 +15,14 @@ NODE_DIM, EDGE_DIM = 7, 3
 
 
 def _config(**kwargs: object) -> NetConfig:
-    base: dict[str, object] = {"node_dim": NODE_DIM, "edge_dim": EDGE_DIM, "hidden_dim": 16,
-                               "num_layers": 2, "heads": 2, "dropout": 0.1}
+    base: dict[str, object] = {
+        "node_dim": NODE_DIM,
+        "edge_dim": EDGE_DIM,
+        "hidden_dim": 16,
+        "num_layers": 2,
+        "heads": 2,
+        "dropout": 0.1,
+    }
     base.update(kwargs)
     return NetConfig(**base)  # type: ignore[arg-type]
 
@@ -115,7 +121,7 @@ def test_graphs_in_a_batch_do_not_interact(pooling: Pooling) -> None:
     for g, seed, n in ((0, 1, 4), (1, 2, 3)):
         xg, eig, eag = _graph(n, seed=seed)
         alone = net(xg, eig, eag, torch.zeros(n, dtype=torch.long))
-        assert torch.allclose(alone, together[g:g + 1], atol=1e-5)
+        assert torch.allclose(alone, together[g : g + 1], atol=1e-5)
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)
@@ -219,8 +225,9 @@ def test_standardizer_buffers_travel_in_state_dict() -> None:
     x, edge_index, edge_attr, batch = _batch()
     net.fit_standardizers(x * 5 + 2, edge_attr * 0.1)
     assert torch.allclose(net.node_norm.mean, (x * 5 + 2)[:, [0, 2, 5]].mean(dim=0), atol=1e-5)
-    assert torch.allclose(net.edge_norm.std, (edge_attr * 0.1).std(dim=0, unbiased=False),
-                          atol=1e-5)
+    assert torch.allclose(
+        net.edge_norm.std, (edge_attr * 0.1).std(dim=0, unbiased=False), atol=1e-5
+    )
     state = net.state_dict()
     for prefix in ("node_norm", "edge_norm"):
         for name in ("index", "mean", "std"):
@@ -232,8 +239,9 @@ def test_standardizer_buffers_travel_in_state_dict() -> None:
     fresh.eval()
     assert torch.equal(fresh.node_norm.mean, net.node_norm.mean)
     assert torch.equal(fresh.edge_norm.std, net.edge_norm.std)
-    assert torch.allclose(fresh(x, edge_index, edge_attr, batch),
-                          net(x, edge_index, edge_attr, batch))
+    assert torch.allclose(
+        fresh(x, edge_index, edge_attr, batch), net(x, edge_index, edge_attr, batch)
+    )
 
 
 @pytest.mark.parametrize("keep", [[0, 3], [-1], [0, 1, 2, 3, 4]])
@@ -254,14 +262,20 @@ def test_reset_parameters_changes_weights() -> None:
     before = {k: v.clone() for k, v in net.state_dict().items()}
     net.reset_parameters()
     after = net.state_dict()
-    for key in ("node_encoder.weight", "edge_encoder.0.weight", "convs.0.att",
-                "head.0.weight", "attention_pool.gate_nn.weight"):
+    for key in (
+        "node_encoder.weight",
+        "edge_encoder.0.weight",
+        "convs.0.att",
+        "head.0.weight",
+        "attention_pool.gate_nn.weight",
+    ):
         assert not torch.equal(before[key], after[key]), key
 
 
 def test_net_config_round_trip() -> None:
-    config = _config(pooling="attention", edge_layer_norm=False, node_keep=[0, 2, 5],
-                     edge_keep=[1, 2])
+    config = _config(
+        pooling="attention", edge_layer_norm=False, node_keep=[0, 2, 5], edge_keep=[1, 2]
+    )
     as_dict = config.to_dict()
     assert as_dict["node_keep"] == [0, 2, 5]
     assert as_dict["pooling"] == "attention"

@@ -18,8 +18,7 @@ from .conftest import REPO, TINY_OVERRIDES
 
 pytestmark = pytest.mark.e2e
 
-COPIED = ["dvc.yaml", "params.yaml", "stages", "src", ".dvc/config", ".dvcignore",
-          ".gitignore"]
+COPIED = ["dvc.yaml", "params.yaml", "stages", "src", ".dvc/config", ".dvcignore", ".gitignore"]
 
 
 def _env(tmp: Path) -> dict[str, str]:
@@ -27,17 +26,23 @@ def _env(tmp: Path) -> dict[str, str]:
     home = tmp / "home"
     home.mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "GIT_"))}
-    env.update({
-        "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-        "XDG_CACHE_HOME": str(home / ".cache"),
-        "DVC_GLOBAL_CONFIG_DIR": str(home / "dvc-global"),
-        "DVC_SYSTEM_CONFIG_DIR": str(home / "dvc-system"),
-        "DVC_SITE_CACHE_DIR": str(home / "dvc-site"), "DVC_NO_ANALYTICS": "1",
-        "GIT_AUTHOR_NAME": "graphqa-test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
-        "GIT_COMMITTER_NAME": "graphqa-test", "GIT_COMMITTER_EMAIL": "test@example.invalid",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYTHONPATH": str(tmp / "repo" / "src"),
-    })
+    env.update(
+        {
+            "HOME": str(home),
+            "XDG_CONFIG_HOME": str(home / ".config"),
+            "XDG_CACHE_HOME": str(home / ".cache"),
+            "DVC_GLOBAL_CONFIG_DIR": str(home / "dvc-global"),
+            "DVC_SYSTEM_CONFIG_DIR": str(home / "dvc-system"),
+            "DVC_SITE_CACHE_DIR": str(home / "dvc-site"),
+            "DVC_NO_ANALYTICS": "1",
+            "GIT_AUTHOR_NAME": "graphqa-test",
+            "GIT_AUTHOR_EMAIL": "test@example.invalid",
+            "GIT_COMMITTER_NAME": "graphqa-test",
+            "GIT_COMMITTER_EMAIL": "test@example.invalid",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONPATH": str(tmp / "repo" / "src"),
+        }
+    )
     return env
 
 
@@ -75,16 +80,24 @@ def repo_copy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     return repo, env
 
 
-ALL_STAGES = ("dataset", "schema", "train@0-base", "selection", "finetune_phase1",
-              "finetune_phase2@101", "final_selection")
+ALL_STAGES = (
+    "dataset",
+    "schema",
+    "train@0-base",
+    "selection",
+    "finetune_phase1",
+    "finetune_phase2@101",
+    "final_selection",
+)
 
 
 def _ran(output: str) -> set[str]:
-    return {s for s in ALL_STAGES + ("train@1-base",) if f"Running stage '{s}'" in output}
+    return {s for s in (*ALL_STAGES, "train@1-base") if f"Running stage '{s}'" in output}
 
 
 def test_repro_runs_then_caches_then_reruns_only_what_changed(
-        repo_copy: tuple[Path, dict[str, str]]) -> None:
+    repo_copy: tuple[Path, dict[str, str]],
+) -> None:
     repo, env = repo_copy
     dvc = [sys.executable, "-m", "dvc"]
     first = _run([*dvc, "repro"], repo, env)
@@ -103,8 +116,10 @@ def test_repro_runs_then_caches_then_reruns_only_what_changed(
     assert "Data and pipelines are up to date" in second
 
     # A phase-2 fine-tune param reruns only phase 2 and the final selection.
-    _write_params(repo, {"finetune.phase2.overrides": {"optimizer.learning_rate": 0.0005,
-                                                       "trainer.max_epochs": 1}})
+    _write_params(
+        repo,
+        {"finetune.phase2.overrides": {"optimizer.learning_rate": 0.0005, "trainer.max_epochs": 1}},
+    )
     third = _run([*dvc, "repro"], repo, env)
     assert _ran(third) == {"finetune_phase2@101", "final_selection"}
 
@@ -122,8 +137,7 @@ def test_repro_runs_then_caches_then_reruns_only_what_changed(
     assert _run(["git", "for-each-ref", "refs/exps"], repo, env).strip() == ""
 
 
-def test_failed_schema_check_keeps_last_good_lock(repo_copy: tuple[Path, dict[str, str]]
-                                                  ) -> None:
+def test_failed_schema_check_keeps_last_good_lock(repo_copy: tuple[Path, dict[str, str]]) -> None:
     repo, env = repo_copy
     dvc = [sys.executable, "-m", "dvc"]
     _run([*dvc, "repro", "--single-item", "schema"], repo, env)
@@ -133,8 +147,14 @@ def test_failed_schema_check_keeps_last_good_lock(repo_copy: tuple[Path, dict[st
     text = labels.read_text()
     first_row = text.splitlines()[1]
     labels.write_text(text + first_row + "\n")  # duplicate MODEL
-    proc = subprocess.run([*dvc, "repro", "--single-item", "schema"], cwd=repo, env=env, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [*dvc, "repro", "--single-item", "schema"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode != 0
     assert "train.csv" in proc.stderr + proc.stdout and "MODEL" in proc.stderr + proc.stdout
     assert (repo / "dvc.lock").read_text() == lock_before

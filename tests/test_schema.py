@@ -45,13 +45,17 @@ def _copy(src: Path, dst: Path) -> Path:
 
 
 def _run(root: Path, out_dir: Path, **kwargs: Any) -> dict[str, Any]:
-    return check_dataset(graph_dir=root / "graphs", label_files=label_files(root),
-                         out_dir=out_dir, **kwargs)
+    return check_dataset(
+        graph_dir=root / "graphs", label_files=label_files(root), out_dir=out_dir, **kwargs
+    )
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
-    return {f.relative_to(root).as_posix(): f.read_bytes()
-            for f in sorted(root.rglob("*")) if f.is_file()}
+    return {
+        f.relative_to(root).as_posix(): f.read_bytes()
+        for f in sorted(root.rglob("*"))
+        if f.is_file()
+    }
 
 
 def _read_json(path: Path) -> Any:
@@ -222,8 +226,9 @@ CORRUPTIONS: list[tuple[Corruption, dict[str, Any]]] = [
 
 
 @pytest.fixture(scope="module")
-def good_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory
-             ) -> tuple[Path, Path, dict[str, Any]]:
+def good_run(
+    tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path, dict[str, Any]]:
     """(dataset copy, schema out_dir, returned coverage) of a successful check."""
     base = tmp_path_factory.mktemp("schema_good")
     root = _copy(tiny_dataset, base / "dataset")
@@ -234,8 +239,7 @@ def good_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory
 
 def test_good_run_writes_all_outputs(good_run: tuple[Path, Path, dict[str, Any]]) -> None:
     _, out, _ = good_run
-    expected = {FEATURE_METADATA, "dataset_coverage.json",
-                *(f"packed/{s}.pt" for s in SPLITS)}
+    expected = {FEATURE_METADATA, "dataset_coverage.json", *(f"packed/{s}.pt" for s in SPLITS)}
     assert set(_snapshot(out)) == expected
     # the atomic swap leaves no temporary siblings behind
     assert sorted(p.name for p in out.parent.iterdir()) == ["dataset", "schema"]
@@ -255,8 +259,7 @@ def test_feature_metadata(good_run: tuple[Path, Path, dict[str, Any]]) -> None:
     assert meta["edge"]["module"] == dataset.EDGE_MODULE
 
     schema = FeatureSchema.load(out / FEATURE_METADATA)
-    assert (schema.node_dim, schema.edge_dim, schema.topology_dim) == (NODE_DIM, EDGE_DIM,
-                                                                       TOPO_DIM)
+    assert (schema.node_dim, schema.edge_dim, schema.topology_dim) == (NODE_DIM, EDGE_DIM, TOPO_DIM)
     assert schema.basic_columns == dataset.BASIC_COLUMNS
 
 
@@ -266,8 +269,12 @@ def test_dataset_coverage(good_run: tuple[Path, Path, dict[str, Any]]) -> None:
     assert _read_json(out / "dataset_coverage.json") == coverage
     for split in SPLITS:
         rows = len(_read_csv(_csv(root, split)))
-        assert coverage[split] == {"total": rows, "usable": rows, "coverage": 1.0,
-                                   "missing_graphs": []}
+        assert coverage[split] == {
+            "total": rows,
+            "usable": rows,
+            "coverage": 1.0,
+            "missing_graphs": [],
+        }
     assert coverage["graph_files"] == 48
     assert coverage["graphs_without_labels"] == {"count": 0, "models": []}
 
@@ -277,8 +284,9 @@ def test_packed_splits_round_trip_exactly(good_run: tuple[Path, Path, dict[str, 
     total = 0
     for split in SPLITS:
         packed = PackedSplit.load(packed_path(out / "packed", split))
-        frame = pd.read_csv(_csv(root, split), dtype={"MODEL": str, "capri": str},
-                            keep_default_na=False)
+        frame = pd.read_csv(
+            _csv(root, split), dtype={"MODEL": str, "capri": str}, keep_default_na=False
+        )
         assert packed.models == list(frame["MODEL"])
         assert packed.capri == list(frame["capri"])
         assert torch.equal(packed.y, torch.tensor(frame["dockq"].to_numpy(), dtype=torch.float32))
@@ -304,8 +312,9 @@ def test_check_does_not_touch_its_input(tiny_dataset: Path, tmp_path: Path) -> N
     assert _snapshot(root) == before
 
 
-def test_rerun_is_byte_identical(good_run: tuple[Path, Path, dict[str, Any]],
-                                 tmp_path: Path) -> None:
+def test_rerun_is_byte_identical(
+    good_run: tuple[Path, Path, dict[str, Any]], tmp_path: Path
+) -> None:
     root, out, _ = good_run
 
     _run(root, tmp_path / "again")
@@ -313,8 +322,9 @@ def test_rerun_is_byte_identical(good_run: tuple[Path, Path, dict[str, Any]],
     assert _snapshot(tmp_path / "again") == _snapshot(out)
 
 
-def test_schema_falls_back_to_pt_inspection(good_run: tuple[Path, Path, dict[str, Any]],
-                                            tiny_dataset: Path, tmp_path: Path) -> None:
+def test_schema_falls_back_to_pt_inspection(
+    good_run: tuple[Path, Path, dict[str, Any]], tiny_dataset: Path, tmp_path: Path
+) -> None:
     _, good_out, _ = good_run
     root = _copy(tiny_dataset, tmp_path / "dataset")
     (root / "graphs" / GRAPH_METADATA).unlink()
@@ -330,7 +340,10 @@ def test_schema_falls_back_to_pt_inspection(good_run: tuple[Path, Path, dict[str
     good = _read_json(good_out / FEATURE_METADATA)
     assert meta["source"] == "pt_inspection"
     assert (meta["node"]["dim"], meta["edge"]["dim"], meta["topology"]["dim"]) == (
-        NODE_DIM, EDGE_DIM, TOPO_DIM)
+        NODE_DIM,
+        EDGE_DIM,
+        TOPO_DIM,
+    )
     assert meta["node"]["columns"] == names
     assert meta["node"]["columns"][1:] == good["node"]["columns"][1:]
     assert meta["edge"]["columns"] == good["edge"]["columns"]
@@ -345,10 +358,14 @@ def test_schema_falls_back_to_pt_inspection(good_run: tuple[Path, Path, dict[str
 
 
 @pytest.mark.parametrize("previous", [False, True], ids=["no_previous_output", "previous_output"])
-@pytest.mark.parametrize(("corrupt", "kwargs"), CORRUPTIONS,
-                         ids=[c.__name__ for c, _ in CORRUPTIONS])
+@pytest.mark.parametrize(
+    ("corrupt", "kwargs"), CORRUPTIONS, ids=[c.__name__ for c, _ in CORRUPTIONS]
+)
 def test_bad_input_fails_by_name_and_leaves_no_partial_output(
-    tiny_dataset: Path, tmp_path: Path, corrupt: Corruption, kwargs: dict[str, Any],
+    tiny_dataset: Path,
+    tmp_path: Path,
+    corrupt: Corruption,
+    kwargs: dict[str, Any],
     previous: bool,
 ) -> None:
     root = _copy(tiny_dataset, tmp_path / "dataset")
@@ -425,7 +442,9 @@ def test_unlabelled_graphs_are_reported(tiny_dataset: Path, tmp_path: Path) -> N
     coverage = _run(root, tmp_path / "schema")
 
     assert coverage["graphs_without_labels"] == {
-        "count": 1, "models": [f"{target_of(dropped)}/{dropped}"]}
+        "count": 1,
+        "models": [f"{target_of(dropped)}/{dropped}"],
+    }
 
 
 def test_integer_dockq_values_are_accepted(tiny_dataset: Path, tmp_path: Path) -> None:

@@ -32,14 +32,6 @@ def _train(params: Params, schema_dir: Path, run_dir: Path) -> dict[str, Any]:
     return train_run(params=params, schema_dir=schema_dir, run_dir=run_dir)
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tiny_params: Params, tiny_schema_dir: Path,
-             tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("run") / "0-base"
-    _train(tiny_params, tiny_schema_dir, run_dir)
-    return run_dir
-
-
 def test_run_folder_has_checkpoints_metrics_and_summary(tiny_run: Path) -> None:
     ckpts = tiny_run / "checkpoints"
     assert (ckpts / "last.ckpt").is_file()
@@ -49,12 +41,20 @@ def test_run_folder_has_checkpoints_metrics_and_summary(tiny_run: Path) -> None:
     summary = json.loads((tiny_run / "summary.json").read_text())
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     assert len(rows) == metrics["epochs_trained"] == 2
-    assert {"train_loss", "val_loss", "val_spearman", "val_regret", "val_hit_rate",
-            "ema_val_loss", MONITOR} <= set(rows[0])
+    assert {
+        "train_loss",
+        "val_loss",
+        "val_spearman",
+        "val_regret",
+        "val_hit_rate",
+        "ema_val_loss",
+        MONITOR,
+    } <= set(rows[0])
     best = min(rows, key=lambda r: float(r[MONITOR]))
     assert summary["best_epoch"] == int(best["epoch"]) == metrics["best_epoch"]
     assert summary["best_selection_metric"] == pytest.approx(float(best[MONITOR]), abs=1e-6)
-    assert (tiny_run / summary["checkpoint"]).resolve().name == f"epoch{int(best['epoch']):03d}.ckpt"
+    best_file = f"epoch{int(best['epoch']):03d}.ckpt"
+    assert (tiny_run / summary["checkpoint"]).resolve().name == best_file
     assert summary["schema"]["node_dim"] == 172 and summary["schema"]["edge_dim"] == 11
     assert (tiny_run / "feature_metadata.json").is_file()
     assert (tiny_run / "dvclive" / "plots" / "metrics" / "val" / "loss.tsv").is_file()
@@ -67,8 +67,9 @@ def test_checkpoints_hold_no_absolute_paths(tiny_run: Path) -> None:
         assert str(tiny_run.parent) not in text
 
 
-def test_metric_after_reload_equals_metric_at_train_time(tiny_run: Path,
-                                                         tiny_schema_dir: Path) -> None:
+def test_metric_after_reload_equals_metric_at_train_time(
+    tiny_run: Path, tiny_schema_dir: Path
+) -> None:
     module = load_module(tiny_run / "checkpoints" / "best.ckpt")
     data = GraphQADataModule(tiny_schema_dir / "packed", batch_size=8)
     preds, ys = [], []
@@ -82,7 +83,8 @@ def test_metric_after_reload_equals_metric_at_train_time(tiny_run: Path,
 
 
 def test_same_params_give_bit_identical_weights_and_metrics(
-        tiny_params: Params, tiny_schema_dir: Path, tiny_run: Path, tmp_path: Path) -> None:
+    tiny_params: Params, tiny_schema_dir: Path, tiny_run: Path, tmp_path: Path
+) -> None:
     again = tmp_path / "0-base"
     _train(tiny_params, tiny_schema_dir, again)
     assert (again / "metrics.csv").read_bytes() == (tiny_run / "metrics.csv").read_bytes()
@@ -92,18 +94,20 @@ def test_same_params_give_bit_identical_weights_and_metrics(
         b = torch.load(again / "checkpoints" / name, weights_only=True)["state_dict"]
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a)
-        assert (again / "checkpoints" / name).read_bytes() == \
-            (tiny_run / "checkpoints" / name).read_bytes()
+        assert (again / "checkpoints" / name).read_bytes() == (
+            tiny_run / "checkpoints" / name
+        ).read_bytes()
 
 
-def test_other_seed_gives_other_weights(tiny_schema_dir: Path, tiny_run: Path,
-                                        tmp_path: Path) -> None:
-    params = parse_params({}, {**TINY_OVERRIDES, "dataloader.seed": 99,
-                               "trainer.max_epochs": 1})
+def test_other_seed_gives_other_weights(
+    tiny_schema_dir: Path, tiny_run: Path, tmp_path: Path
+) -> None:
+    params = parse_params({}, {**TINY_OVERRIDES, "dataloader.seed": 99, "trainer.max_epochs": 1})
     _train(params, tiny_schema_dir, tmp_path / "run")
     a = torch.load(tiny_run / "checkpoints" / "epoch000.ckpt", weights_only=True)["state_dict"]
-    b = torch.load(tmp_path / "run" / "checkpoints" / "epoch000.ckpt",
-                   weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "run" / "checkpoints" / "epoch000.ckpt", weights_only=True)[
+        "state_dict"
+    ]
     assert not torch.equal(a["net.node_encoder.weight"], b["net.node_encoder.weight"])
 
 
@@ -113,9 +117,15 @@ def test_feature_mask_prunes_first_layer_inputs(tiny_schema_dir: Path, tmp_path:
     kept_topo = [c for c in topo if c.startswith(("base.", "primary.s0."))]
     mask = tmp_path / "mask.json"
     write_json(mask, {"node_columns": kept_topo, "edge_columns": ["distance"]})
-    params = parse_params({}, {**TINY_OVERRIDES, "trainer.max_epochs": 1,
-                               "feature_mask.path": str(mask),
-                               "feature_mask.apply_to": ["topology", "edge"]})
+    params = parse_params(
+        {},
+        {
+            **TINY_OVERRIDES,
+            "trainer.max_epochs": 1,
+            "feature_mask.path": str(mask),
+            "feature_mask.apply_to": ["topology", "edge"],
+        },
+    )
     _train(params, tiny_schema_dir, tmp_path / "run")
     net = load_module(tmp_path / "run" / "checkpoints" / "last.ckpt").net
     n_basic = meta["node"]["dim"] - meta["topology"]["dim"]
@@ -134,9 +144,12 @@ def _write_custom_dataset(root: Path, node_dim: int, edge_dim: int) -> None:
             n = 6 + m
             src = torch.arange(n)
             ei = torch.stack([torch.cat([src, (src + 1) % n]), torch.cat([(src + 1) % n, src])])
-            data = Data(x=torch.randn(n, node_dim, generator=gen) * 50,
-                        edge_index=ei, edge_attr=torch.rand(ei.shape[1], edge_dim, generator=gen),
-                        metadata={"edge_module": "custom/v0"})
+            data = Data(
+                x=torch.randn(n, node_dim, generator=gen) * 50,
+                edge_index=ei,
+                edge_attr=torch.rand(ei.shape[1], edge_dim, generator=gen),
+                metadata={"edge_module": "custom/v0"},
+            )
             model = f"{target}_d{m}"
             save_graph(data, root / "graphs" / target / f"{model}.pt")
             rows[split].append(f"{model},{(m + 1) / 6:.3f},")
@@ -147,10 +160,13 @@ def _write_custom_dataset(root: Path, node_dim: int, edge_dim: int) -> None:
 
 def test_other_dims_train_without_code_change(tmp_path: Path) -> None:
     _write_custom_dataset(tmp_path / "ds", node_dim=7, edge_dim=3)
-    labels = {s: str(tmp_path / "ds" / "labels" / f"{s}.csv")
-              for s in ("train", "val", "val_calib", "test")}
-    check_dataset(graph_dir=tmp_path / "ds" / "graphs", label_files=labels,
-                  out_dir=tmp_path / "schema")
+    labels = {
+        s: str(tmp_path / "ds" / "labels" / f"{s}.csv")
+        for s in ("train", "val", "val_calib", "test")
+    }
+    check_dataset(
+        graph_dir=tmp_path / "ds" / "graphs", label_files=labels, out_dir=tmp_path / "schema"
+    )
     meta = json.loads((tmp_path / "schema" / "feature_metadata.json").read_text())
     assert (meta["node"]["dim"], meta["edge"]["dim"], meta["source"]) == (7, 3, "pt_inspection")
     params = parse_params({}, {**TINY_OVERRIDES, "trainer.max_epochs": 1})
@@ -160,21 +176,21 @@ def test_other_dims_train_without_code_change(tmp_path: Path) -> None:
     assert net.node_encoder.in_features == 7 and net.edge_encoder[0].in_features == 3
     # Train-only standardisation: the fitted means are those of the train split.
     train = PackedSplit.load(tmp_path / "schema" / "packed" / "train.pt")
-    assert torch.allclose(net.node_norm.mean.float(), train.x.double().mean(0).float(),
-                          atol=1e-4)
+    assert torch.allclose(net.node_norm.mean.float(), train.x.double().mean(0).float(), atol=1e-4)
 
 
 def test_selection_notice_names_weight_and_delta() -> None:
-    params = parse_params({}, {"selection.spearman_weight": 0.5,
-                               "selection.spearman_min_delta": 0.1})
+    params = parse_params(
+        {}, {"selection.spearman_weight": 0.5, "selection.spearman_min_delta": 0.1}
+    )
     assert "0.5" in selection_notice(params) and "0.1" in selection_notice(params)
     off = parse_params({}, {"selection.use_val_spearman": False})
     assert "val_loss" in selection_notice(off)
 
 
-def test_ddp_strategy_passes_through_on_two_cpu_processes(tiny_schema_dir: Path,
-                                                          tiny_run: Path,
-                                                          tmp_path: Path) -> None:
+def test_ddp_strategy_passes_through_on_two_cpu_processes(
+    tiny_schema_dir: Path, tiny_run: Path, tmp_path: Path
+) -> None:
     """`-S trainer.strategy=ddp -S trainer.devices=2` needs no code change (gloo on CPU)."""
     import subprocess
     import sys
@@ -184,21 +200,43 @@ def test_ddp_strategy_passes_through_on_two_cpu_processes(tiny_schema_dir: Path,
     from .conftest import REPO
 
     params_file = tmp_path / "params.yaml"
-    params = parse_params({}, {**TINY_OVERRIDES, "trainer.strategy": "ddp",
-                               "trainer.devices": 2, "trainer.max_epochs": 2})
+    params = parse_params(
+        {},
+        {
+            **TINY_OVERRIDES,
+            "trainer.strategy": "ddp",
+            "trainer.devices": 2,
+            "trainer.max_epochs": 2,
+        },
+    )
     params_file.write_text(yaml.safe_dump(params.to_dict()))
     proc = subprocess.run(
-        [sys.executable, str(REPO / "stages" / "train.py"), "--params", str(params_file),
-         "--seed", "0", "--schema-dir", str(tiny_schema_dir), "--out", str(tmp_path / "run")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            str(REPO / "stages" / "train.py"),
+            "--params",
+            str(params_file),
+            "--seed",
+            "0",
+            "--schema-dir",
+            str(tiny_schema_dir),
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Initializing distributed" in proc.stderr or "distributed" in proc.stderr.lower()
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     single = json.loads((tiny_run / "metrics.json").read_text())
     assert set(metrics) == set(single)  # same metrics layout as a single-process run
     assert metrics["epochs_trained"] == 2
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == \
-        sorted(p.name for p in tiny_run.iterdir())
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted(
+        p.name for p in tiny_run.iterdir()
+    )
     assert (tmp_path / "run" / "checkpoints" / "best.ckpt").exists()
 
 
@@ -214,22 +252,26 @@ class _Crash(Callback):
 
 
 def test_resumed_run_matches_uninterrupted_run(tiny_schema_dir: Path, tmp_path: Path) -> None:
-    params = parse_params({}, {**TINY_OVERRIDES, "trainer.max_epochs": 3,
-                               "model.dropout": 0.3})
+    params = parse_params({}, {**TINY_OVERRIDES, "trainer.max_epochs": 3, "model.dropout": 0.3})
     whole = train_run(params=params, schema_dir=tiny_schema_dir, run_dir=tmp_path / "whole")
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train_run(params=params, schema_dir=tiny_schema_dir, run_dir=tmp_path / "cut",
-                  extra_callbacks=[_Crash(epoch=2)])
+        train_run(
+            params=params,
+            schema_dir=tiny_schema_dir,
+            run_dir=tmp_path / "cut",
+            extra_callbacks=[_Crash(epoch=2)],
+        )
     assert json.loads((tmp_path / "cut" / "summary.json").read_text())["status"] == "running"
     resumed = resume_run(tmp_path / "cut")
     assert resumed["metrics"] == whole["metrics"]
-    assert (tmp_path / "cut" / "metrics.csv").read_bytes() == \
-        (tmp_path / "whole" / "metrics.csv").read_bytes()
+    assert (tmp_path / "cut" / "metrics.csv").read_bytes() == (
+        tmp_path / "whole" / "metrics.csv"
+    ).read_bytes()
     a = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=True)
     b = torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt", weights_only=True)
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="summary.json"):
+    with pytest.raises(FileNotFoundError, match=r"summary\.json"):
         resume_run(tmp_path)

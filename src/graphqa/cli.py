@@ -57,17 +57,26 @@ def pipeline_runs(runs_root: str | Path) -> dict[str, Path]:
     found = {f"train/{d.name}": d for d in sorted((root / "train").glob("*")) if d.is_dir()}
     if (root / "finetune_phase1").is_dir():
         found["finetune_phase1"] = root / "finetune_phase1"
-    found.update({f"finetune_phase2/{d.name}": d
-                  for d in sorted((root / "finetune_phase2").glob("*")) if d.is_dir()})
+    found.update(
+        {
+            f"finetune_phase2/{d.name}": d
+            for d in sorted((root / "finetune_phase2").glob("*"))
+            if d.is_dir()
+        }
+    )
     return found
 
 
-def leaderboard_rows(runs_root: str | Path, metric: str, limit: int | None = None
-                     ) -> list[dict[str, Any]]:
+def leaderboard_rows(
+    runs_root: str | Path, metric: str, limit: int | None = None
+) -> list[dict[str, Any]]:
     from graphqa.select import HEADLINE, load_candidate, rank
 
-    candidates = [c for name, d in pipeline_runs(runs_root).items()
-                  if (c := load_candidate(d, name)) is not None]
+    candidates = [
+        c
+        for name, d in pipeline_runs(runs_root).items()
+        if (c := load_candidate(d, name)) is not None
+    ]
     rows = []
     for i, cand in enumerate(rank(candidates, metric)[:limit], 1):
         row: dict[str, Any] = {"rank": i, "run": cand.name}
@@ -102,27 +111,37 @@ def monitor_snapshot(run_dir: str | Path) -> dict[str, Any]:
     """Current best checkpoint of a (possibly still training) run and what produced it."""
     run_dir = Path(run_dir)
     metrics_csv = run_dir / "metrics.csv"
-    summary = json.loads((run_dir / "summary.json").read_text()) \
-        if (run_dir / "summary.json").exists() else {}
+    summary = (
+        json.loads((run_dir / "summary.json").read_text())
+        if (run_dir / "summary.json").exists()
+        else {}
+    )
     rows = list(csv.DictReader(metrics_csv.open())) if metrics_csv.exists() else []
-    snapshot: dict[str, Any] = {"run_dir": str(run_dir),
-                                "status": summary.get("status", "unknown"),
-                                "epochs_done": len(rows)}
+    snapshot: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "status": summary.get("status", "unknown"),
+        "epochs_done": len(rows),
+    }
     scored = [r for r in rows if r.get("selection_metric") not in (None, "", "nan")]
     if scored:
         best = min(scored, key=lambda r: (float(r["selection_metric"]), int(r["epoch"])))
         ckpt = run_dir / "checkpoints" / f"epoch{int(best['epoch']):03d}.ckpt"
-        snapshot.update({
-            "best_epoch": int(best["epoch"]),
-            "best_selection_metric": float(best["selection_metric"]),
-            "best_val_loss": float(best["val_loss"]),
-            "best_val_spearman": _float(best.get("val_spearman")),
-            "checkpoint": str(ckpt.resolve()) if ckpt.exists() else None,
-            "current_lr": _float(rows[-1].get("lr")),
-        })
+        snapshot.update(
+            {
+                "best_epoch": int(best["epoch"]),
+                "best_selection_metric": float(best["selection_metric"]),
+                "best_val_loss": float(best["val_loss"]),
+                "best_val_spearman": _float(best.get("val_spearman")),
+                "checkpoint": str(ckpt.resolve()) if ckpt.exists() else None,
+                "current_lr": _float(rows[-1].get("lr")),
+            }
+        )
     params = summary.get("params", {})
-    snapshot["learning"] = {key: params.get(key) for key in
-                            ("optimizer", "scheduler", "early_stopping") if key in params}
+    snapshot["learning"] = {
+        key: params.get(key)
+        for key in ("optimizer", "scheduler", "early_stopping")
+        if key in params
+    }
     snapshot["learning"]["seed"] = summary.get("seed")
     return snapshot
 
@@ -151,9 +170,16 @@ def _resume(args: argparse.Namespace) -> int:
     from graphqa.train import resume_run
 
     summary = resume_run(args.run_dir)
-    print(json.dumps({"best_selection_metric": summary.get("best_selection_metric"),
-                      "best_epoch": summary.get("best_epoch"),
-                      "checkpoint": summary.get("checkpoint")}, indent=2))
+    print(
+        json.dumps(
+            {
+                "best_selection_metric": summary.get("best_selection_metric"),
+                "best_epoch": summary.get("best_epoch"),
+                "checkpoint": summary.get("checkpoint"),
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -163,8 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     cfg = sub.add_parser("config", help="print the resolved, validated params")
     cfg.add_argument("--params", default="params.yaml")
     cfg.add_argument("--section", help="only this section")
-    cfg.add_argument("--override", "-S", action="append", default=[],
-                     metavar="KEY=VALUE", help="dotted override, e.g. optimizer.learning_rate=1e-3")
+    cfg.add_argument(
+        "--override",
+        "-S",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted override, e.g. optimizer.learning_rate=1e-3",
+    )
     cfg.set_defaults(func=_config)
     summ = sub.add_parser("summarise", help="JSON summary of a training run folder")
     summ.add_argument("run_dir")
@@ -173,8 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--limit", type=int, default=None)
     board.add_argument("--runs", default="runs", help="runs folder (default: runs)")
     board.add_argument("--params", default="params.yaml")
-    board.add_argument("--metric", default=None,
-                       help="rank by this metric (default: selection.primary_metric)")
+    board.add_argument(
+        "--metric", default=None, help="rank by this metric (default: selection.primary_metric)"
+    )
     board.add_argument("--json", action="store_true")
     board.set_defaults(func=_leaderboard)
     mon = sub.add_parser("monitor", help="current best checkpoint of a run (--follow: live)")

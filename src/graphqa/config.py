@@ -141,8 +141,17 @@ class LossConfig(_Section):
     ranking_margin: float = Field(0.0, ge=0)
 
 
-RankMetric = Literal["selection_metric", "val_loss", "ema_val_loss", "val_mae", "val_regret",
-                     "val_spearman", "val_pearson", "val_target_spearman", "val_hit_rate"]
+RankMetric = Literal[
+    "selection_metric",
+    "val_loss",
+    "ema_val_loss",
+    "val_mae",
+    "val_regret",
+    "val_spearman",
+    "val_pearson",
+    "val_target_spearman",
+    "val_hit_rate",
+]
 
 
 class ShortlistConfig(_Section):
@@ -166,8 +175,11 @@ class SelectionConfig(_Section):
 
 
 class FinetunePhase1Config(_Section):
-    overrides: dict[str, Any] = {"optimizer.learning_rate": 0.001, "scheduler.patience": 8,
-                                 "trainer.max_epochs": 15}
+    overrides: dict[str, Any] = {
+        "optimizer.learning_rate": 0.001,
+        "scheduler.patience": 8,
+        "trainer.max_epochs": 15,
+    }
 
 
 class FinetunePhase2Config(_Section):

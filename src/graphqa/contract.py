@@ -72,20 +72,28 @@ def load_graph(path: str | Path) -> Data:
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL (\S+)", str(exc))
         if found is None:  # not a foreign class: garbage or a truncated file
-            raise DataContractError(path, "<file>", "a torch.save'd torch_geometric Data "
-                                    "object", "unreadable file (not a torch archive)") from None
+            raise DataContractError(
+                path,
+                "<file>",
+                "a torch.save'd torch_geometric Data object",
+                "unreadable file (not a torch archive)",
+            ) from None
         raise DataContractError(
-            path, "<file>", "only tensors, builtins and torch_geometric Data classes",
+            path,
+            "<file>",
+            "only tensors, builtins and torch_geometric Data classes",
             f"class {found.group(1)} (refused: graph files are never unpickled unsafely)",
         ) from None
     except Exception as exc:  # corrupt zip, truncated file ...
         first_line = (str(exc).splitlines() or [""])[0][:200]
         raise DataContractError(
-            path, "<file>", "a torch.save'd torch_geometric Data object",
-            f"unreadable file ({type(exc).__name__}: {first_line})") from None
+            path,
+            "<file>",
+            "a torch.save'd torch_geometric Data object",
+            f"unreadable file ({type(exc).__name__}: {first_line})",
+        ) from None
     if not isinstance(obj, Data):
-        raise DataContractError(path, "<file>", "a torch_geometric Data object",
-                                type(obj).__name__)
+        raise DataContractError(path, "<file>", "a torch_geometric Data object", type(obj).__name__)
     return obj
 
 
@@ -115,8 +123,9 @@ def list_graph_files(graph_dir: str | Path) -> dict[str, Path]:
     """``<TARGET>/<MODEL>`` (posix, no suffix) -> path, for every ``.pt`` below the folder."""
     root = Path(graph_dir)
     if not root.is_dir():
-        raise DataContractError(root, "paths.graph_dir", "an existing folder of .pt graphs",
-                                "no such folder")
+        raise DataContractError(
+            root, "paths.graph_dir", "an existing folder of .pt graphs", "no such folder"
+        )
     found = {p.relative_to(root).with_suffix("").as_posix(): p for p in root.rglob("*.pt")}
     return dict(sorted(found.items()))
 

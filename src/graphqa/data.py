@@ -49,9 +49,12 @@ class PackedSplit:
         n0, n1 = int(self.node_ptr[i]), int(self.node_ptr[i + 1])
         e0, e1 = int(self.edge_ptr[i]), int(self.edge_ptr[i + 1])
         return Data(
-            x=self.x[n0:n1], edge_index=self.edge_index[:, e0:e1],
-            edge_attr=self.edge_attr[e0:e1], y=self.y[i:i + 1],
-            target_id=torch.tensor([target_index]), graph_id=torch.tensor([i]),
+            x=self.x[n0:n1],
+            edge_index=self.edge_index[:, e0:e1],
+            edge_attr=self.edge_attr[e0:e1],
+            y=self.y[i : i + 1],
+            target_id=torch.tensor([target_index]),
+            graph_id=torch.tensor([i]),
         )
 
     def data_list(self) -> list[Data]:
@@ -70,11 +73,16 @@ class PackedSplit:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
-            raise DataContractError(path, "<file>", "a packed split written by the `schema` "
-                                    "stage", "no such file") from None
+            raise DataContractError(
+                path, "<file>", "a packed split written by the `schema` stage", "no such file"
+            ) from None
         if not isinstance(obj, dict) or obj.get("format") != PACKED_FORMAT:
-            raise DataContractError(path, "format", PACKED_FORMAT,
-                                    str(obj.get("format") if isinstance(obj, dict) else obj))
+            raise DataContractError(
+                path,
+                "format",
+                PACKED_FORMAT,
+                str(obj.get("format") if isinstance(obj, dict) else obj),
+            )
         obj.pop("format")
         return cls(**obj)
 
@@ -90,8 +98,11 @@ def pack_graphs(records: Sequence[GraphRecord], graphs: Sequence[Data]) -> Packe
         targets=[r.target for r in records],
         capri=[r.capri for r in records],
         x=torch.cat([g.x for g in graphs]) if graphs else torch.zeros(0, 0),
-        edge_index=(torch.cat([g.edge_index for g in graphs], dim=1) if graphs
-                    else torch.zeros(2, 0, dtype=torch.int64)),
+        edge_index=(
+            torch.cat([g.edge_index for g in graphs], dim=1)
+            if graphs
+            else torch.zeros(2, 0, dtype=torch.int64)
+        ),
         edge_attr=torch.cat([g.edge_attr for g in graphs]) if graphs else torch.zeros(0, 0),
         node_ptr=torch.cat([zero, torch.tensor(node_counts, dtype=torch.int64).cumsum(0)]),
         edge_ptr=torch.cat([zero, torch.tensor(edge_counts, dtype=torch.int64).cumsum(0)]),
@@ -127,8 +138,9 @@ class EpochShuffleSampler(Sampler[int]):
 class GraphQADataModule(L.LightningDataModule):
     """Serves packed splits as PyG mini-batches; shuffling is seeded for reproducibility."""
 
-    def __init__(self, packed_dir: str | Path, batch_size: int = 32, num_workers: int = 0,
-                 seed: int = 222) -> None:
+    def __init__(
+        self, packed_dir: str | Path, batch_size: int = 32, num_workers: int = 0, seed: int = 222
+    ) -> None:
         super().__init__()
         self.packed_dir = Path(packed_dir)
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
@@ -152,9 +164,13 @@ class GraphQADataModule(L.LightningDataModule):
     def loader(self, name: str, shuffle: bool = False) -> DataLoader:
         graphs = self.graphs(name)
         sampler = EpochShuffleSampler(len(graphs), self.seed) if shuffle else None
-        return DataLoader(graphs, batch_size=self.batch_size, sampler=sampler,
-                          num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            graphs,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self.loader("train", shuffle=True)

@@ -35,16 +35,34 @@ from graphqa.contract import (
     write_json,
 )
 
-BASIC_COLUMNS = ["rasa", "phi", "psi", *[f"SS8_{i}" for i in range(8)],
-                 *[f"AA_{i}" for i in range(21)]]
-TOPOLOGY_SLOTS = ["base", "primary.s0", "primary.s1", "primary.s2",
-                  "pair.s0_s1", "pair.s0_s2", "pair.s1_s2"]
+BASIC_COLUMNS = [
+    "rasa",
+    "phi",
+    "psi",
+    *[f"SS8_{i}" for i in range(8)],
+    *[f"AA_{i}" for i in range(21)],
+]
+TOPOLOGY_SLOTS = [
+    "base",
+    "primary.s0",
+    "primary.s1",
+    "primary.s2",
+    "pair.s0_s1",
+    "pair.s0_s2",
+    "pair.s1_s2",
+]
 # (statistic, scale, integer?) per homology dimension; scales span 1 to ~100 like raw builders.
 _TOPO_STATS = [
-    ("count", 40.0, True), ("birth_mean", 2.0, False), ("death_mean", 4.0, False),
-    ("persistence_mean", 1.5, False), ("persistence_max", 6.0, False),
-    ("persistence_sum", 60.0, False), ("entropy", 1.0, False),
-    ("betti_r4", 5.0, True), ("betti_r8", 15.0, True), ("betti_r12", 30.0, True),
+    ("count", 40.0, True),
+    ("birth_mean", 2.0, False),
+    ("death_mean", 4.0, False),
+    ("persistence_mean", 1.5, False),
+    ("persistence_max", 6.0, False),
+    ("persistence_sum", 60.0, False),
+    ("entropy", 1.0, False),
+    ("betti_r4", 5.0, True),
+    ("betti_r8", 15.0, True),
+    ("betti_r12", 30.0, True),
 ]
 TOPOLOGY_COLUMN_SUFFIXES = [f"h{dim}.{name}" for dim in (0, 1) for name, _, _ in _TOPO_STATS]
 EDGE_HIST_BINS = 10
@@ -118,13 +136,15 @@ def _latent_scores(cfg: DatasetConfig, rng: np.random.Generator) -> list[_Decoy]
         for m in range(cfg.models_per_target):
             comps = share * target_part + own * rng.standard_normal(len(groups))
             noise = rng.standard_normal(len(NOISE_SLOTS))
-            decoys.append(_Decoy(
-                target=target,
-                model=f"{target}_m{m + 1:03d}",
-                components=dict(zip(groups, comps.tolist(), strict=True)),
-                noise_slots=dict(zip(NOISE_SLOTS, noise.tolist(), strict=True)),
-                score=float(weights @ comps / norm),
-            ))
+            decoys.append(
+                _Decoy(
+                    target=target,
+                    model=f"{target}_m{m + 1:03d}",
+                    components=dict(zip(groups, comps.tolist(), strict=True)),
+                    noise_slots=dict(zip(NOISE_SLOTS, noise.tolist(), strict=True)),
+                    score=float(weights @ comps / norm),
+                )
+            )
     return decoys
 
 
@@ -135,8 +155,7 @@ def _knn_edges(pos: np.ndarray, k: int) -> np.ndarray:
     nbrs = np.argsort(dist, axis=1, kind="stable")[:, :k]
     src = np.repeat(np.arange(len(pos)), k)
     dst = nbrs.reshape(-1)
-    pairs = np.unique(np.concatenate([np.stack([src, dst]), np.stack([dst, src])], axis=1),
-                      axis=1)
+    pairs = np.unique(np.concatenate([np.stack([src, dst]), np.stack([dst, src])], axis=1), axis=1)
     return pairs.astype(np.int64)
 
 
@@ -155,15 +174,20 @@ def _topology_block(rng: np.random.Generator, n: int, level: float) -> np.ndarra
 def _make_graph(decoy: _Decoy, cfg: DatasetConfig, rng: np.random.Generator) -> Data:
     c = decoy.components
     frac = ndtr(0.9 * c["structure"] + 0.45 * rng.standard_normal())
-    n = int(np.clip(round(cfg.min_nodes + (cfg.max_nodes - cfg.min_nodes) * frac),
-                    cfg.min_nodes, cfg.max_nodes))
+    n = int(
+        np.clip(
+            round(cfg.min_nodes + (cfg.max_nodes - cfg.min_nodes) * frac),
+            cfg.min_nodes,
+            cfg.max_nodes,
+        )
+    )
     pos = rng.standard_normal((n, 3)) * (2.2 * n ** (1 / 3))
     edge_index = _knn_edges(pos, cfg.knn)
 
     rasa = np.clip(0.45 - 0.12 * c["basic"] + 0.2 * rng.standard_normal(n), 0.0, 1.0)
     phi = (-65.0 + 25.0 * c["basic"] + 40.0 * rng.standard_normal(n) + 180.0) % 360.0 - 180.0
     psi = (-40.0 + 60.0 * rng.standard_normal(n) + 180.0) % 360.0 - 180.0
-    ss8 = np.eye(8)[rng.choice(8, size=n, p=[.3, .05, .05, .2, .1, .1, .1, .1])]
+    ss8 = np.eye(8)[rng.choice(8, size=n, p=[0.3, 0.05, 0.05, 0.2, 0.1, 0.1, 0.1, 0.1])]
     aa = np.eye(21)[rng.integers(0, 21, size=n)]
     slots = []
     for slot in TOPOLOGY_SLOTS:
@@ -191,8 +215,9 @@ def _make_graph(decoy: _Decoy, cfg: DatasetConfig, rng: np.random.Generator) -> 
     )
 
 
-def _split_targets(targets: list[str], cfg: DatasetConfig, rng: np.random.Generator
-                   ) -> dict[str, list[str]]:
+def _split_targets(
+    targets: list[str], cfg: DatasetConfig, rng: np.random.Generator
+) -> dict[str, list[str]]:
     """Targets -> split by fraction (largest remainder, at least one target per split)."""
     fracs = cfg.split.model_dump()
     order = list(rng.permutation(targets))
@@ -208,7 +233,7 @@ def _split_targets(targets: list[str], cfg: DatasetConfig, rng: np.random.Genera
         counts[biggest] -= 1
     splits, start = {}, 0
     for name in fracs:
-        splits[name] = sorted(order[start:start + counts[name]])
+        splits[name] = sorted(order[start : start + counts[name]])
         start += counts[name]
     return splits
 
@@ -246,8 +271,10 @@ def generate_dataset(*, cfg: DatasetConfig, out_dir: str | Path) -> dict[str, An
             manifest[f"{key}.pt"] = manifest_entry(data)
             entries[key] = {
                 "edge_module": EDGE_MODULE,
-                "edge_metadata": {"edge_count": int(data.edge_index.shape[1]),
-                                  "feature_dim": len(EDGE_COLUMN_NAMES)},
+                "edge_metadata": {
+                    "edge_count": int(data.edge_index.shape[1]),
+                    "feature_dim": len(EDGE_COLUMN_NAMES),
+                },
                 "node_feature_dim": len(ncols),
                 "node_feature_columns": ncols,
             }
@@ -257,12 +284,14 @@ def generate_dataset(*, cfg: DatasetConfig, out_dir: str | Path) -> dict[str, An
         write_json(graph_dir / TOPOLOGY_COLUMNS, ["ID", *tcols])
         write_json(graph_dir / GRAPH_MANIFEST, manifest)
 
-        frame = pd.DataFrame({
-            "MODEL": [d.model for d in decoys],
-            "dockq": labels,
-            "capri": [capri_class(v) for v in labels],
-            "split": [split_of_target[d.target] for d in decoys],
-        })
+        frame = pd.DataFrame(
+            {
+                "MODEL": [d.model for d in decoys],
+                "dockq": labels,
+                "capri": [capri_class(v) for v in labels],
+                "split": [split_of_target[d.target] for d in decoys],
+            }
+        )
         (tmp / "labels").mkdir()
         for name in ("train", "val", "val_calib", "test"):
             part = frame[frame["split"] == name].drop(columns="split")
@@ -273,15 +302,22 @@ def generate_dataset(*, cfg: DatasetConfig, out_dir: str | Path) -> dict[str, An
     return truth
 
 
-def _graph_metadata(entries: dict[str, Any], cfg: DatasetConfig, ncols: list[str],
-                    tcols: list[str]) -> dict[str, Any]:
+def _graph_metadata(
+    entries: dict[str, Any], cfg: DatasetConfig, ncols: list[str], tcols: list[str]
+) -> dict[str, Any]:
     return {
         **entries,
-        "_builder": {"name": "graphqa.embedded", "version": 1,
-                     "params": cfg.model_dump(mode="json")},
+        "_builder": {
+            "name": "graphqa.embedded",
+            "version": 1,
+            "params": cfg.model_dump(mode="json"),
+        },
         "_node_schema": {"columns": ncols, "dim": len(ncols)},
-        "_edge_schema": {"columns": EDGE_COLUMN_NAMES, "dim": len(EDGE_COLUMN_NAMES),
-                         "module": EDGE_MODULE},
+        "_edge_schema": {
+            "columns": EDGE_COLUMN_NAMES,
+            "dim": len(EDGE_COLUMN_NAMES),
+            "module": EDGE_MODULE,
+        },
         "_topology_schema": {"columns": tcols, "dim": len(tcols), "module": TOPOLOGY_MODULE},
         "_module_registry": {
             "edge": {"id": EDGE_MODULE, "aliases": ["edge_hist10", "hist10"]},
@@ -295,8 +331,9 @@ def _graph_metadata(entries: dict[str, Any], cfg: DatasetConfig, ncols: list[str
     }
 
 
-def _ground_truth(cfg: DatasetConfig, frame: pd.DataFrame, clean: np.ndarray,
-                  labels: np.ndarray) -> dict[str, Any]:
+def _ground_truth(
+    cfg: DatasetConfig, frame: pd.DataFrame, clean: np.ndarray, labels: np.ndarray
+) -> dict[str, Any]:
     per_split = {}
     for name in ("train", "val", "val_calib", "test"):
         mask = (frame["split"] == name).to_numpy()
@@ -307,8 +344,8 @@ def _ground_truth(cfg: DatasetConfig, frame: pd.DataFrame, clean: np.ndarray,
         }
     return {
         "description": "Hidden recipe of the embedded dataset: label = dockq_from_score("
-                       "sum_k w_k z_k / ||w||) + N(0, label_noise), clipped to [0, 1]; each "
-                       "signal group encodes only its own component z_k.",
+        "sum_k w_k z_k / ||w||) + N(0, label_noise), clipped to [0, 1]; each "
+        "signal group encodes only its own component z_k.",
         "signal_groups": {k: v for k, v in SIGNAL_WEIGHTS.items()},
         "noise_groups": NOISE_SLOTS,
         "group_columns": {

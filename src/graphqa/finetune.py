@@ -37,22 +37,32 @@ def write_skipped(out_dir: str | Path, reason: str) -> dict[str, Any]:
     return summary
 
 
-def resume_checkpoint(phase: int, resume_from: str, selection_dir: str | Path,
-                      phase1_dir: str | Path) -> Path:
+def resume_checkpoint(
+    phase: int, resume_from: str, selection_dir: str | Path, phase1_dir: str | Path
+) -> Path:
     """Checkpoint a phase starts from."""
     if phase == 2 and resume_from == "phase1_best":
         ckpt = Path(phase1_dir) / "checkpoints" / "best.ckpt"
         if not ckpt.exists():
-            raise FileNotFoundError(f"{ckpt}: finetune.phase2.resume_from is phase1_best but "
-                                    "phase 1 produced no checkpoint")
+            raise FileNotFoundError(
+                f"{ckpt}: finetune.phase2.resume_from is phase1_best but "
+                "phase 1 produced no checkpoint"
+            )
         return ckpt
     selection = json.loads((Path(selection_dir) / "selection.json").read_text())
     return Path(selection["checkpoint"])
 
 
-def finetune_run(*, params: Params, phase: Literal[1, 2], seed: int | None,
-                 selection_dir: str | Path, phase1_dir: str | Path, schema_dir: str | Path,
-                 out_dir: str | Path) -> dict[str, Any]:
+def finetune_run(
+    *,
+    params: Params,
+    phase: Literal[1, 2],
+    seed: int | None,
+    selection_dir: str | Path,
+    phase1_dir: str | Path,
+    schema_dir: str | Path,
+    out_dir: str | Path,
+) -> dict[str, Any]:
     """Stage worker for ``finetune_phase1`` and ``finetune_phase2@<seed>``."""
     if not params.finetune.enabled:
         return write_skipped(out_dir, "finetune.enabled is false")
@@ -65,9 +75,9 @@ def finetune_run(*, params: Params, phase: Literal[1, 2], seed: int | None,
     # The winner's params carry its architecture; the current finetune section governs.
     base = {**winner_summary["params"], "finetune": params.finetune.model_dump(mode="json")}
     run_params = parse_params(base, overrides, source=f"{selection['run_dir']}/summary.json")
-    start = resume_checkpoint(phase, params.finetune.phase2.resume_from, selection_dir,
-                              phase1_dir)
+    start = resume_checkpoint(phase, params.finetune.phase2.resume_from, selection_dir, phase1_dir)
     print(f"finetune phase {phase}: from {start} with {overrides}", flush=True)
     name = f"phase{phase}" + (f"-seed{seed}" if seed is not None else "")
-    return train_run(params=run_params, schema_dir=schema_dir, run_dir=out_dir,
-                     init_from=start, run_name=name)
+    return train_run(
+        params=run_params, schema_dir=schema_dir, run_dir=out_dir, init_from=start, run_name=name
+    )

@@ -25,13 +25,18 @@ class ResolvedMask:
         return self.node_keep is None and self.edge_keep is None
 
 
-def _kept(columns: list[str], wanted: list[str], governed: set[str], path: Path, key: str,
-          strict: bool) -> list[int] | None:
+def _kept(
+    columns: list[str], wanted: list[str], governed: set[str], path: Path, key: str, strict: bool
+) -> list[int] | None:
     known = set(columns)
     unknown = [c for c in wanted if c not in known]
     if unknown and strict:
-        raise DataContractError(path, key, "column names that exist in the resolved schema "
-                                "(feature_metadata.json)", f"unknown {unknown[:5]}")
+        raise DataContractError(
+            path,
+            key,
+            "column names that exist in the resolved schema (feature_metadata.json)",
+            f"unknown {unknown[:5]}",
+        )
     wanted_set = set(wanted)
     keep = [i for i, c in enumerate(columns) if c not in governed or c in wanted_set]
     return None if len(keep) == len(columns) else keep
@@ -43,8 +48,9 @@ def resolve_mask(schema: FeatureSchema, cfg: FeatureMaskConfig) -> ResolvedMask:
         return ResolvedMask(None, None)
     path = Path(cfg.path)
     if not path.exists():
-        raise DataContractError(path, "feature_mask.path", "an existing mask JSON file",
-                                "no such file")
+        raise DataContractError(
+            path, "feature_mask.path", "an existing mask JSON file", "no such file"
+        )
     mask = read_json(path)
     if not isinstance(mask, dict):
         raise DataContractError(path, "<file>", "a JSON object with node_columns/edge_columns")
@@ -54,11 +60,30 @@ def resolve_mask(schema: FeatureSchema, cfg: FeatureMaskConfig) -> ResolvedMask:
         governed_node |= {c for c in schema.node_columns if c not in topo}
     if "topology" in cfg.apply_to:
         governed_node |= topo
-    node_keep = _kept(schema.node_columns, list(mask.get("node_columns", schema.node_columns)),
-                      governed_node, path, "node_columns", cfg.strict)
+    node_keep = _kept(
+        schema.node_columns,
+        list(mask.get("node_columns", schema.node_columns)),
+        governed_node,
+        path,
+        "node_columns",
+        cfg.strict,
+    )
     governed_edge = set(schema.edge_columns) if "edge" in cfg.apply_to else set()
-    edge_keep = _kept(schema.edge_columns, list(mask.get("edge_columns", schema.edge_columns)),
-                      governed_edge, path, "edge_columns", cfg.strict)
+    edge_keep = _kept(
+        schema.edge_columns,
+        list(mask.get("edge_columns", schema.edge_columns)),
+        governed_edge,
+        path,
+        "edge_columns",
+        cfg.strict,
+    )
     if node_keep == []:
         raise DataContractError(path, "node_columns", "at least one kept node column", "none")
+    if edge_keep == []:
+        raise DataContractError(
+            path,
+            "edge_columns",
+            "at least one kept edge column (the model attends with edge features)",
+            "none",
+        )
     return ResolvedMask(node_keep, edge_keep)

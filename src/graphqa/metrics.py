@@ -27,8 +27,9 @@ def spearman(pred: np.ndarray, true: np.ndarray) -> float:
     return _corr(spearmanr, np.asarray(pred, float), np.asarray(true, float))
 
 
-def ranking_metrics(pred: np.ndarray, true: np.ndarray, groups: np.ndarray,
-                    hit_dockq: float = 0.23, top_k: int = 10) -> dict[str, float]:
+def ranking_metrics(
+    pred: np.ndarray, true: np.ndarray, groups: np.ndarray, hit_dockq: float = 0.23, top_k: int = 10
+) -> dict[str, float]:
     """Per-target ranking metrics averaged over targets.
 
     - ``regret``: best true DockQ of the target minus the true DockQ of the top-1 prediction
@@ -58,8 +59,14 @@ def ranking_metrics(pred: np.ndarray, true: np.ndarray, groups: np.ndarray,
     }
 
 
-def selection_score(val_loss: float, val_spearman: float, *, use_spearman: bool = True,
-                    weight: float = 1.0, min_delta: float = 0.0) -> float:
+def selection_score(
+    val_loss: float,
+    val_spearman: float,
+    *,
+    use_spearman: bool = True,
+    weight: float = 1.0,
+    min_delta: float = 0.0,
+) -> float:
     """Lower is better: ``val_loss - weight * max(0, val_spearman - min_delta)``.
 
     A NaN Spearman (constant predictions) earns no bonus, so a collapsed model never wins.

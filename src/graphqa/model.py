@@ -32,8 +32,9 @@ class FeatureStandardizer(nn.Module):
 
     def __init__(self, in_dim: int, keep: Sequence[int] | None = None) -> None:
         super().__init__()
-        index = torch.arange(in_dim) if keep is None else torch.as_tensor(list(keep),
-                                                                          dtype=torch.long)
+        index = (
+            torch.arange(in_dim) if keep is None else torch.as_tensor(list(keep), dtype=torch.long)
+        )
         if index.numel() and (int(index.min()) < 0 or int(index.max()) >= in_dim):
             raise ValueError(f"keep indices must lie in [0, {in_dim}); got {index.tolist()}")
         self.in_dim = in_dim
@@ -109,15 +110,25 @@ class TopoQANet(nn.Module):
             nn.LayerNorm(hidden) if config.edge_layer_norm else nn.Identity(),
         )
         self.convs = nn.ModuleList(
-            GATv2Conv(hidden, hidden, heads=config.heads, concat=False, edge_dim=hidden,
-                      dropout=config.dropout, add_self_loops=False)
+            GATv2Conv(
+                hidden,
+                hidden,
+                heads=config.heads,
+                concat=False,
+                edge_dim=hidden,
+                dropout=config.dropout,
+                add_self_loops=False,
+            )
             for _ in range(config.num_layers)
         )
         self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(config.num_layers))
-        self.attention_pool = (AttentionalAggregation(nn.Linear(hidden, 1))
-                               if config.pooling == "attention" else None)
+        self.attention_pool = (
+            AttentionalAggregation(nn.Linear(hidden, 1)) if config.pooling == "attention" else None
+        )
         self.head = nn.Sequential(
-            nn.Linear(2 * hidden, hidden), nn.ELU(), nn.Dropout(config.dropout),
+            nn.Linear(2 * hidden, hidden),
+            nn.ELU(),
+            nn.Dropout(config.dropout),
             nn.Linear(hidden, 1),
         )
         self.reset_parameters()
@@ -130,12 +141,19 @@ class TopoQANet(nn.Module):
     def pool(self, h: Tensor, batch: Tensor, size: int) -> Tensor:
         if self.attention_pool is not None:
             return self.attention_pool(h, batch, dim_size=size)
-        pool_fn = {"mean": global_mean_pool, "max": global_max_pool,
-                   "add": global_add_pool}[self.config.pooling]
+        pool_fn = {"mean": global_mean_pool, "max": global_max_pool, "add": global_add_pool}[
+            self.config.pooling
+        ]
         return pool_fn(h, batch, size)
 
-    def forward(self, x: Tensor, edge_index: Tensor, edge_attr: Tensor, batch: Tensor,
-                num_graphs: int | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        edge_attr: Tensor,
+        batch: Tensor,
+        num_graphs: int | None = None,
+    ) -> Tensor:
         size = int(batch.max()) + 1 if num_graphs is None else num_graphs
         h = self.node_encoder(self.node_norm(x))
         e = self.edge_encoder(self.edge_norm(edge_attr))

@@ -70,10 +70,17 @@ class FeatureSchema:
     def to_json(self) -> dict[str, Any]:
         return {
             "node": {"dim": self.node_dim, "columns": self.node_columns},
-            "edge": {"dim": self.edge_dim, "columns": self.edge_columns,
-                     "module": self.edge_module, "aliases": self.edge_aliases},
-            "topology": {"dim": self.topology_dim, "columns": self.topology_columns,
-                         "module": self.topology_module},
+            "edge": {
+                "dim": self.edge_dim,
+                "columns": self.edge_columns,
+                "module": self.edge_module,
+                "aliases": self.edge_aliases,
+            },
+            "topology": {
+                "dim": self.topology_dim,
+                "columns": self.topology_columns,
+                "module": self.topology_module,
+            },
             "module_registry": self.module_registry,
             "builder": self.builder,
             "source": self.source,
@@ -118,8 +125,9 @@ def _column_list(path: Path, expected_dim: int | None, key: str) -> list[str] | 
     if not isinstance(cols, list) or not all(isinstance(c, str) for c in cols):
         raise DataContractError(path, "<file>", "a JSON list of column names")
     if expected_dim is not None and len(cols) != expected_dim:
-        raise DataContractError(path, "<file>", f"{expected_dim} column names ({key})",
-                                str(len(cols)))
+        raise DataContractError(
+            path, "<file>", f"{expected_dim} column names ({key})", str(len(cols))
+        )
     return cols
 
 
@@ -133,33 +141,45 @@ def _schema_from_metadata(graph_dir: Path) -> FeatureSchema:
     except KeyError as exc:
         raise DataContractError(path, str(exc.args[0]), "a schema block {columns, dim}") from None
     topo_schema = meta.get("_topology_schema") or {"columns": [], "dim": 0}
-    for key, block in (("_node_schema", node_schema), ("_edge_schema", edge_schema),
-                       ("_topology_schema", topo_schema)):
+    for key, block in (
+        ("_node_schema", node_schema),
+        ("_edge_schema", edge_schema),
+        ("_topology_schema", topo_schema),
+    ):
         if len(block.get("columns", [])) != block.get("dim"):
-            raise DataContractError(path, f"{key}.columns",
-                                    f"{block.get('dim')} names (= {key}.dim)",
-                                    str(len(block.get("columns", []))))
-    for key, block in (("node_feature_dim", node_schema), ("edge_feature_dim", edge_schema),
-                       ("topology_feature_dim", topo_schema)):
+            raise DataContractError(
+                path,
+                f"{key}.columns",
+                f"{block.get('dim')} names (= {key}.dim)",
+                str(len(block.get("columns", []))),
+            )
+    for key, block in (
+        ("node_feature_dim", node_schema),
+        ("edge_feature_dim", edge_schema),
+        ("topology_feature_dim", topo_schema),
+    ):
         if key in meta and meta[key] != block["dim"]:
-            raise DataContractError(path, key, f"{block['dim']} (schema block dim)",
-                                    str(meta[key]))
+            raise DataContractError(path, key, f"{block['dim']} (schema block dim)", str(meta[key]))
 
     node_cols = list(node_schema["columns"])
     topo_cols = list(topo_schema["columns"])
-    if node_cols[len(node_cols) - len(topo_cols):] != topo_cols:
-        raise DataContractError(path, "_topology_schema.columns",
-                                "the tail of _node_schema.columns")
+    if node_cols[len(node_cols) - len(topo_cols) :] != topo_cols:
+        raise DataContractError(
+            path, "_topology_schema.columns", "the tail of _node_schema.columns"
+        )
     # Column sidecars, when present, must agree with the metadata block.
-    for fname, cols, key in ((NODE_COLUMNS, node_cols, "_node_schema"),
-                             (EDGE_COLUMNS, list(edge_schema["columns"]), "_edge_schema")):
+    for fname, cols, key in (
+        (NODE_COLUMNS, node_cols, "_node_schema"),
+        (EDGE_COLUMNS, list(edge_schema["columns"]), "_edge_schema"),
+    ):
         side = _column_list(graph_dir / fname, len(cols), key)
         if side is not None and side != cols:
             raise DataContractError(graph_dir / fname, "<file>", f"the same names as {key}")
     topo_side = _column_list(graph_dir / TOPOLOGY_COLUMNS, len(topo_cols) + 1, "ID + topology")
     if topo_side is not None and topo_side[1:] != topo_cols:
-        raise DataContractError(graph_dir / TOPOLOGY_COLUMNS, "<file>",
-                                '["ID", *_topology_schema.columns]')
+        raise DataContractError(
+            graph_dir / TOPOLOGY_COLUMNS, "<file>", '["ID", *_topology_schema.columns]'
+        )
 
     registry = meta.get("_module_registry") or {}
     edge_module = edge_schema.get("module") or meta.get("edge_module")
@@ -184,15 +204,20 @@ def _schema_from_graphs(graph_dir: Path, graph_files: dict[str, Path]) -> Featur
     first = load_graph(first_path)
     node_dim, edge_dim = _dims_of(first, first_path)
     node_cols = _column_list(graph_dir / NODE_COLUMNS, node_dim, "node dim") or [
-        f"node_{i:03d}" for i in range(node_dim)]
+        f"node_{i:03d}" for i in range(node_dim)
+    ]
     edge_cols = _column_list(graph_dir / EDGE_COLUMNS, edge_dim, "edge dim") or [
-        f"edge_{i:03d}" for i in range(edge_dim)]
+        f"edge_{i:03d}" for i in range(edge_dim)
+    ]
     topo_side = _column_list(graph_dir / TOPOLOGY_COLUMNS, None, "topology")
     topo_cols = [c for c in (topo_side or [])[1:] if c in set(node_cols)]
     meta = getattr(first, "metadata", None) or {}
     return FeatureSchema(
-        node_columns=node_cols, edge_columns=edge_cols, topology_columns=topo_cols,
-        edge_module=meta.get("edge_module"), source="pt_inspection",
+        node_columns=node_cols,
+        edge_columns=edge_cols,
+        topology_columns=topo_cols,
+        edge_module=meta.get("edge_module"),
+        source="pt_inspection",
     )
 
 
@@ -201,13 +226,18 @@ def _dims_of(data: Data, path: Path) -> tuple[int, int]:
         if not isinstance(getattr(data, key, None), torch.Tensor):
             raise DataContractError(path, key, "a tensor", "missing")
     if data.x.dim() != 2 or data.edge_attr.dim() != 2:
-        raise DataContractError(path, "x/edge_attr", "2-D tensors",
-                                f"{tuple(data.x.shape)} / {tuple(data.edge_attr.shape)}")
+        raise DataContractError(
+            path,
+            "x/edge_attr",
+            "2-D tensors",
+            f"{tuple(data.x.shape)} / {tuple(data.edge_attr.shape)}",
+        )
     return int(data.x.shape[1]), int(data.edge_attr.shape[1])
 
 
-def resolve_schema(graph_dir: str | Path,
-                   graph_files: dict[str, Path] | None = None) -> FeatureSchema:
+def resolve_schema(
+    graph_dir: str | Path, graph_files: dict[str, Path] | None = None
+) -> FeatureSchema:
     """Schema of a graph folder: the metadata sidecar if present, else the graphs."""
     graph_dir = Path(graph_dir)
     if (graph_dir / GRAPH_METADATA).exists():
@@ -217,31 +247,37 @@ def resolve_schema(graph_dir: str | Path,
     return _schema_from_graphs(graph_dir, graph_files or list_graph_files(graph_dir))
 
 
-def validate_graph(data: Data, path: Path, schema: FeatureSchema,
-                   expected_hashes: dict[str, str] | None = None) -> None:
+def validate_graph(
+    data: Data, path: Path, schema: FeatureSchema, expected_hashes: dict[str, str] | None = None
+) -> None:
     """Raise :class:`DataContractError` unless the graph matches the schema exactly."""
     node_dim, edge_dim = _dims_of(data, path)
     if data.x.dtype != torch.float32 or data.edge_attr.dtype != torch.float32:
-        raise DataContractError(path, "x/edge_attr", "float32",
-                                f"{data.x.dtype}/{data.edge_attr.dtype}")
+        raise DataContractError(
+            path, "x/edge_attr", "float32", f"{data.x.dtype}/{data.edge_attr.dtype}"
+        )
     if node_dim != schema.node_dim:
-        raise DataContractError(path, "x", f"{schema.node_dim} node feature columns",
-                                str(node_dim))
+        raise DataContractError(path, "x", f"{schema.node_dim} node feature columns", str(node_dim))
     if edge_dim != schema.edge_dim:
-        raise DataContractError(path, "edge_attr", f"{schema.edge_dim} edge feature columns",
-                                str(edge_dim))
+        raise DataContractError(
+            path, "edge_attr", f"{schema.edge_dim} edge feature columns", str(edge_dim)
+        )
     n, ei = data.x.shape[0], data.edge_index
     if n == 0:
         raise DataContractError(path, "x", "at least one node", "0 nodes")
     if ei.dtype != torch.int64 or ei.dim() != 2 or ei.shape[0] != 2:
-        raise DataContractError(path, "edge_index", "int64 [2, E]",
-                                f"{ei.dtype} {tuple(ei.shape)}")
+        raise DataContractError(path, "edge_index", "int64 [2, E]", f"{ei.dtype} {tuple(ei.shape)}")
     if ei.shape[1] != data.edge_attr.shape[0]:
-        raise DataContractError(path, "edge_attr", f"{ei.shape[1]} rows (one per edge)",
-                                str(data.edge_attr.shape[0]))
+        raise DataContractError(
+            path, "edge_attr", f"{ei.shape[1]} rows (one per edge)", str(data.edge_attr.shape[0])
+        )
     if ei.numel() and (int(ei.min()) < 0 or int(ei.max()) >= n):
-        raise DataContractError(path, "edge_index", f"node indices in [0, {n - 1}]",
-                                f"[{int(ei.min())}, {int(ei.max())}]")
+        raise DataContractError(
+            path,
+            "edge_index",
+            f"node indices in [0, {n - 1}]",
+            f"[{int(ei.min())}, {int(ei.max())}]",
+        )
     for key in ("x", "edge_attr"):
         tensor = getattr(data, key)
         if not torch.isfinite(tensor).all():
@@ -251,33 +287,48 @@ def validate_graph(data: Data, path: Path, schema: FeatureSchema,
         actual = manifest_entry(data)
         for key, digest in expected_hashes.items():
             if actual.get(key) != digest:
-                raise DataContractError(path, key, f"sha256 {digest[:12]}… from "
-                                        f"{GRAPH_MANIFEST}", f"{actual.get(key, '')[:12]}…")
+                raise DataContractError(
+                    path,
+                    key,
+                    f"sha256 {digest[:12]}… from {GRAPH_MANIFEST}",
+                    f"{actual.get(key, '')[:12]}…",
+                )
 
 
 def read_labels(path: str | Path, split: str) -> pd.DataFrame:
     """Label CSV as a frame with MODEL (str), dockq (float), capri (str, may be empty)."""
     path = Path(path)
     if not path.exists():
-        raise DataContractError(path, f"paths.{split}_labels", "an existing label CSV",
-                                "no such file")
+        raise DataContractError(
+            path, f"paths.{split}_labels", "an existing label CSV", "no such file"
+        )
     try:
         frame = pd.read_csv(path, dtype={"MODEL": str, "capri": str}, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataContractError(path, "<file>", "a CSV with header MODEL,dockq,capri",
-                                str(exc)) from None
+        raise DataContractError(
+            path, "<file>", "a CSV with header MODEL,dockq,capri", str(exc)
+        ) from None
     missing = [c for c in LABEL_COLUMNS[:2] if c not in frame.columns]
     if missing:
-        raise DataContractError(path, ",".join(missing), "columns MODEL,dockq,capri",
-                                ",".join(map(str, frame.columns)))
+        raise DataContractError(
+            path, ",".join(missing), "columns MODEL,dockq,capri", ",".join(map(str, frame.columns))
+        )
     if "capri" not in frame.columns:
         frame["capri"] = ""
     dockq = pd.to_numeric(frame["dockq"].replace("", float("nan")), errors="coerce")
     for i, (model, value) in enumerate(zip(frame["MODEL"], dockq, strict=True)):
-        if not (isinstance(value, numbers.Real) and not isinstance(value, bool)
-                and math.isfinite(value) and 0.0 <= value <= 1.0):
-            raise DataContractError(path, f"dockq (row {i + 2}, MODEL {model})",
-                                    "a number in [0, 1]", repr(frame["dockq"].iloc[i]))
+        if not (
+            isinstance(value, numbers.Real)
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and 0.0 <= value <= 1.0
+        ):
+            raise DataContractError(
+                path,
+                f"dockq (row {i + 2}, MODEL {model})",
+                "a number in [0, 1]",
+                repr(frame["dockq"].iloc[i]),
+            )
     frame["dockq"] = dockq.astype(float)
     dupes = frame["MODEL"][frame["MODEL"].duplicated()].unique().tolist()
     if dupes:
@@ -285,8 +336,9 @@ def read_labels(path: str | Path, split: str) -> pd.DataFrame:
     return frame[list(LABEL_COLUMNS)]
 
 
-def match_labels(frame: pd.DataFrame, graph_files: dict[str, Path], label_path: str | Path,
-                 split: str) -> tuple[list[GraphRecord], list[str]]:
+def match_labels(
+    frame: pd.DataFrame, graph_files: dict[str, Path], label_path: str | Path, split: str
+) -> tuple[list[GraphRecord], list[str]]:
     """Pair each label row with its graph: ``<graph_dir>/<MODEL>.pt`` or the unique file whose
     stem is MODEL. Returns the records and the MODELs that have no graph."""
     by_stem: dict[str, list[str]] = {}
@@ -300,33 +352,52 @@ def match_labels(frame: pd.DataFrame, graph_files: dict[str, Path], label_path: 
         elif len(by_stem.get(Path(model).name, [])) == 1:
             key = by_stem[Path(model).name][0]
         elif len(by_stem.get(Path(model).name, [])) > 1:
-            raise DataContractError(label_path, f"MODEL {model}",
-                                    "one graph with that stem",
-                                    f"{len(by_stem[Path(model).name])} graphs")
+            raise DataContractError(
+                label_path,
+                f"MODEL {model}",
+                "one graph with that stem",
+                f"{len(by_stem[Path(model).name])} graphs",
+            )
         else:
             missing.append(model)
             continue
-        records.append(GraphRecord(key=key, model=Path(model).name, target=target_of(model),
-                                   dockq=float(row.dockq), capri=str(row.capri)))
+        records.append(
+            GraphRecord(
+                key=key,
+                model=Path(model).name,
+                target=target_of(model),
+                dockq=float(row.dockq),
+                capri=str(row.capri),
+            )
+        )
     return records, missing
 
 
-def _check_disjoint_targets(split_records: dict[str, list[GraphRecord]],
-                            label_files: dict[str, str]) -> None:
+def _check_disjoint_targets(
+    split_records: dict[str, list[GraphRecord]], label_files: dict[str, str]
+) -> None:
     seen: dict[str, str] = {}
     for split, records in split_records.items():
         for target in sorted({r.target for r in records}):
             if target in seen and seen[target] != split:
                 raise DataContractError(
-                    label_files[split], f"target {target}",
+                    label_files[split],
+                    f"target {target}",
                     f"targets in one split only (already in {seen[target]}: "
-                    f"{label_files[seen[target]]})", f"also in {split}")
+                    f"{label_files[seen[target]]})",
+                    f"also in {split}",
+                )
             seen[target] = split
 
 
-def check_dataset(*, graph_dir: str | Path, label_files: dict[str, str], out_dir: str | Path,
-                  verify_manifest: bool = True, allow_missing_graphs: bool = False
-                  ) -> dict[str, Any]:
+def check_dataset(
+    *,
+    graph_dir: str | Path,
+    label_files: dict[str, str],
+    out_dir: str | Path,
+    verify_manifest: bool = True,
+    allow_missing_graphs: bool = False,
+) -> dict[str, Any]:
     """Resolve the schema, validate every labelled graph and pack each split.
 
     Writes ``feature_metadata.json``, ``dataset_coverage.json`` and ``packed/<split>.pt`` into
@@ -349,14 +420,19 @@ def check_dataset(*, graph_dir: str | Path, label_files: dict[str, str], out_dir
         records, missing = match_labels(frame, graph_files, label_path, split)
         if missing and not allow_missing_graphs:
             raise DataContractError(
-                label_path, f"MODEL {missing[0]}",
+                label_path,
+                f"MODEL {missing[0]}",
                 f"a graph at {graph_dir}/<TARGET>/{missing[0]}.pt (or a .pt with that stem)",
                 f"no graph ({len(missing)} labels without graphs; set "
-                "schema.allow_missing_graphs: true to drop them)")
+                "schema.allow_missing_graphs: true to drop them)",
+            )
         split_records[split] = records
-        coverage[split] = {"total": len(frame), "usable": len(records),
-                           "coverage": round(len(records) / max(len(frame), 1), 6),
-                           "missing_graphs": missing}
+        coverage[split] = {
+            "total": len(frame),
+            "usable": len(records),
+            "coverage": round(len(records) / max(len(frame), 1), 6),
+            "missing_graphs": missing,
+        }
     _check_disjoint_targets(split_records, label_files)
     labelled = {r.key for records in split_records.values() for r in records}
     unlabelled = [k for k in graph_files if k not in labelled]
@@ -372,8 +448,12 @@ def check_dataset(*, graph_dir: str | Path, label_files: dict[str, str], out_dir
                 data = load_graph(path)
                 hashes = manifest.get(f"{record.key}.pt") if manifest else None
                 if manifest and hashes is None:
-                    raise DataContractError(graph_dir / GRAPH_MANIFEST, f"{record.key}.pt",
-                                            "a manifest entry for every graph", "none")
+                    raise DataContractError(
+                        graph_dir / GRAPH_MANIFEST,
+                        f"{record.key}.pt",
+                        "a manifest entry for every graph",
+                        "none",
+                    )
                 validate_graph(data, path, schema, hashes)
                 graphs.append(data)
             pack_graphs(records, graphs).save(packed_path(tmp / "packed", split))

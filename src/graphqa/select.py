@@ -47,8 +47,11 @@ class Candidate:
 
     def value(self, metric: str) -> float | None:
         value = self.metrics.get(metric)
-        return None if value is None or (isinstance(value, float) and math.isnan(value)) \
+        return (
+            None
+            if value is None or (isinstance(value, float) and math.isnan(value))
             else float(value)
+        )
 
 
 def sort_key(candidate: Candidate, metric: str) -> tuple[Any, ...]:
@@ -75,16 +78,20 @@ def choose(candidates: list[Candidate], cfg: SelectionConfig) -> tuple[list[Cand
     metric = cfg.primary_metric
     if cfg.shortlist.enabled:
         by_loss = rank(candidates, cfg.shortlist.by)
-        shortlist = rank(by_loss[:cfg.shortlist.k], cfg.shortlist.then)
-        ranked = shortlist + by_loss[cfg.shortlist.k:]
+        shortlist = rank(by_loss[: cfg.shortlist.k], cfg.shortlist.then)
+        ranked = shortlist + by_loss[cfg.shortlist.k :]
         win = ranked[0]
-        reason = (f"{win.name}: best {cfg.shortlist.then} ({_fmt(win.value(cfg.shortlist.then))})"
-                  f" among the top {cfg.shortlist.k} by {cfg.shortlist.by}")
+        reason = (
+            f"{win.name}: best {cfg.shortlist.then} ({_fmt(win.value(cfg.shortlist.then))})"
+            f" among the top {cfg.shortlist.k} by {cfg.shortlist.by}"
+        )
         return ranked, reason
     ranked = rank(candidates, metric)
     win = ranked[0]
-    reason = f"{win.name}: {'lowest' if DIRECTIONS[metric] == 'min' else 'highest'} {metric} " \
-             f"({_fmt(win.value(metric))})"
+    reason = (
+        f"{win.name}: {'lowest' if DIRECTIONS[metric] == 'min' else 'highest'} {metric} "
+        f"({_fmt(win.value(metric))})"
+    )
     if len(ranked) > 1:
         runner = ranked[1]
         reason += f"; runner-up {runner.name} ({_fmt(runner.value(metric))})"
@@ -107,7 +114,9 @@ def load_candidate(run_dir: str | Path, name: str) -> Candidate | None:
         return None
     params = summary.get("params", {})
     return Candidate(
-        name=name, run_dir=Path(run_dir).as_posix(), metrics=summary["metrics"],
+        name=name,
+        run_dir=Path(run_dir).as_posix(),
+        metrics=summary["metrics"],
         params={
             "seed": summary.get("seed"),
             "learning_rate": params.get("optimizer", {}).get("learning_rate"),
@@ -125,15 +134,26 @@ def sweep_candidates(train_root: str | Path, params: Params) -> list[Candidate]:
             member = f"{seed}-{variant}"
             cand = load_candidate(Path(train_root) / member, f"train/{member}")
             if cand is None:
-                raise FileNotFoundError(f"{Path(train_root) / member}/summary.json: sweep member "
-                                        "has not finished (run `dvc repro`)")
+                raise FileNotFoundError(
+                    f"{Path(train_root) / member}/summary.json: sweep member "
+                    "has not finished (run `dvc repro`)"
+                )
             candidates.append(cand)
     return candidates
 
 
 def leaderboard_csv(ranked: list[Candidate], metric: str) -> str:
-    columns = ["rank", "name", metric, *[m for m in HEADLINE if m != metric],
-               "seed", "learning_rate", "hidden_dim", "pooling", "run_dir"]
+    columns = [
+        "rank",
+        "name",
+        metric,
+        *[m for m in HEADLINE if m != metric],
+        "seed",
+        "learning_rate",
+        "hidden_dim",
+        "pooling",
+        "run_dir",
+    ]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
@@ -147,12 +167,20 @@ def leaderboard_csv(ranked: list[Candidate], metric: str) -> str:
 
 
 def _table(ranked: list[Candidate]) -> list[dict[str, Any]]:
-    return [{"rank": i, "name": c.name, "run_dir": c.run_dir, "metrics": c.metrics,
-             "params": c.params} for i, c in enumerate(ranked, 1)]
+    return [
+        {"rank": i, "name": c.name, "run_dir": c.run_dir, "metrics": c.metrics, "params": c.params}
+        for i, c in enumerate(ranked, 1)
+    ]
 
 
-def write_selection(*, ranked: list[Candidate], reason: str, cfg: SelectionConfig,
-                    out_dir: str | Path, metric_prefix: str) -> dict[str, Any]:
+def write_selection(
+    *,
+    ranked: list[Candidate],
+    reason: str,
+    cfg: SelectionConfig,
+    out_dir: str | Path,
+    metric_prefix: str,
+) -> dict[str, Any]:
     """selection.json (winner, checkpoint, ranked table), leaderboard.csv, metrics.json."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -170,22 +198,26 @@ def write_selection(*, ranked: list[Candidate], reason: str, cfg: SelectionConfi
     }
     (out_dir / "selection.json").write_text(dump_json(selection))
     (out_dir / "leaderboard.csv").write_text(leaderboard_csv(ranked, cfg.primary_metric))
-    write_json(out_dir / "metrics.json",
-               {f"{metric_prefix}{m}": win.value(m) for m in HEADLINE})
+    write_json(out_dir / "metrics.json", {f"{metric_prefix}{m}": win.value(m) for m in HEADLINE})
     return selection
 
 
-def select_sweep(*, params: Params, train_root: str | Path, out_dir: str | Path
-                 ) -> dict[str, Any]:
+def select_sweep(*, params: Params, train_root: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Stage worker: rank the sweep members and record the winner."""
     ranked, reason = choose(sweep_candidates(train_root, params), params.selection)
     print(f"selection: {reason}")
-    return write_selection(ranked=ranked, reason=reason, cfg=params.selection, out_dir=out_dir,
-                           metric_prefix="sweep_")
+    return write_selection(
+        ranked=ranked, reason=reason, cfg=params.selection, out_dir=out_dir, metric_prefix="sweep_"
+    )
 
 
-def select_final(*, params: Params, selection_dir: str | Path, finetune_dirs: dict[str, Path],
-                 out_dir: str | Path) -> dict[str, Any]:
+def select_final(
+    *,
+    params: Params,
+    selection_dir: str | Path,
+    finetune_dirs: dict[str, Path],
+    out_dir: str | Path,
+) -> dict[str, Any]:
     """Stage worker: pick the model the rest of the pipeline uses among the sweep winner and
     every fine-tuned run (skipped phases are ignored), and copy its checkpoint."""
     import shutil
@@ -193,12 +225,14 @@ def select_final(*, params: Params, selection_dir: str | Path, finetune_dirs: di
     sweep = json.loads((Path(selection_dir) / "selection.json").read_text())
     winner = load_candidate(sweep["run_dir"], sweep["winner"])
     candidates = [c for c in [winner] if c is not None]
-    candidates += [c for name, d in finetune_dirs.items()
-                   if (c := load_candidate(d, name)) is not None]
+    candidates += [
+        c for name, d in finetune_dirs.items() if (c := load_candidate(d, name)) is not None
+    ]
     ranked, reason = choose(candidates, params.selection)
     out_dir = Path(out_dir)
-    selection = write_selection(ranked=ranked, reason=reason, cfg=params.selection,
-                                out_dir=out_dir, metric_prefix="")
+    selection = write_selection(
+        ranked=ranked, reason=reason, cfg=params.selection, out_dir=out_dir, metric_prefix=""
+    )
     chosen = Path(selection["run_dir"])
     shutil.copyfile(chosen / "checkpoints" / "best.ckpt", out_dir / "model.ckpt")
     shutil.copyfile(chosen / "feature_metadata.json", out_dir / "feature_metadata.json")

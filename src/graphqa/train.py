@@ -32,13 +32,22 @@ from graphqa.schema import FEATURE_METADATA, FeatureSchema
 
 MONITOR = "selection_metric"
 CHECKPOINT_LINKS = ("best.ckpt", "second_best.ckpt", "third_best.ckpt")
-EPOCH_METRICS = ("train_loss", "val_loss", "val_pearson", "val_spearman", "val_mae",
-                 "val_regret", "val_target_spearman", "val_hit_rate", "ema_val_loss",
-                 MONITOR, "lr")
+EPOCH_METRICS = (
+    "train_loss",
+    "val_loss",
+    "val_pearson",
+    "val_spearman",
+    "val_mae",
+    "val_regret",
+    "val_target_spearman",
+    "val_hit_rate",
+    "ema_val_loss",
+    MONITOR,
+    "lr",
+)
 
 
-def pairwise_ranking_loss(pred: Tensor, true: Tensor, group: Tensor, margin: float = 0.0
-                          ) -> Tensor:
+def pairwise_ranking_loss(pred: Tensor, true: Tensor, group: Tensor, margin: float = 0.0) -> Tensor:
     """Hinge loss over ordered pairs of decoys of the same target in the batch."""
     same = group[:, None] == group[None, :]
     sign = torch.sign(true[:, None] - true[None, :])
@@ -52,8 +61,14 @@ def pairwise_ranking_loss(pred: Tensor, true: Tensor, group: Tensor, margin: flo
 class GraphQAModule(L.LightningModule):
     """Wraps a plain ``nn.Module``; optimisation and selection settings are plain dicts."""
 
-    def __init__(self, net: TopoQANet, optimizer: dict[str, Any], scheduler: dict[str, Any],
-                 loss: dict[str, Any], selection: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        net: TopoQANet,
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any],
+        loss: dict[str, Any],
+        selection: dict[str, Any],
+    ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net"], logger=False)
         self.hparams["net_config"] = net.config.to_dict()
@@ -63,8 +78,7 @@ class GraphQAModule(L.LightningModule):
         self.ema_val_loss: float | None = None
 
     def forward(self, batch: Any) -> Tensor:
-        return self.net(batch.x, batch.edge_index, batch.edge_attr, batch.batch,
-                        batch.num_graphs)
+        return self.net(batch.x, batch.edge_index, batch.edge_attr, batch.batch, batch.num_graphs)
 
     def model_step(self, batch: Any) -> tuple[Tensor, Tensor]:
         pred = torch.sigmoid(self(batch))
@@ -72,7 +86,8 @@ class GraphQAModule(L.LightningModule):
         weight = self.hparams["loss"]["ranking_weight"]
         if weight > 0 and self.training:
             loss = loss + weight * pairwise_ranking_loss(
-                pred, batch.y, batch.target_id, self.hparams["loss"]["ranking_margin"])
+                pred, batch.y, batch.target_id, self.hparams["loss"]["ranking_margin"]
+            )
         return loss, pred
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
@@ -108,8 +123,12 @@ class GraphQAModule(L.LightningModule):
             "val_hit_rate": ranking["hit_rate"],
             "ema_val_loss": self.ema_val_loss,
             MONITOR: qa.selection_score(
-                val_loss, val_spearman, use_spearman=sel["use_val_spearman"],
-                weight=sel["spearman_weight"], min_delta=sel["spearman_min_delta"]),
+                val_loss,
+                val_spearman,
+                use_spearman=sel["use_val_spearman"],
+                weight=sel["spearman_weight"],
+                min_delta=sel["spearman_min_delta"],
+            ),
         }
 
     def on_validation_epoch_end(self) -> None:
@@ -137,24 +156,31 @@ class GraphQAModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         opt_cfg, sched_cfg = self.hparams["optimizer"], self.hparams["scheduler"]
         cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[opt_cfg["name"]]
-        optimizer = cls(self.parameters(), lr=opt_cfg["learning_rate"],
-                        weight_decay=opt_cfg["weight_decay"])
+        optimizer = cls(
+            self.parameters(), lr=opt_cfg["learning_rate"], weight_decay=opt_cfg["weight_decay"]
+        )
         if sched_cfg["type"] == "none":
             return optimizer
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=sched_cfg["factor"], patience=sched_cfg["patience"],
-            min_lr=sched_cfg["min_lr"])
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss",
-                                 "interval": "epoch"}}
+            optimizer,
+            mode="min",
+            factor=sched_cfg["factor"],
+            patience=sched_cfg["patience"],
+            min_lr=sched_cfg["min_lr"],
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss", "interval": "epoch"},
+        }
 
 
 def load_module(path: str | Path) -> GraphQAModule:
     """Rebuild a trained module from a checkpoint without unpickling arbitrary objects."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     hp = ckpt["hyper_parameters"]
-    module = GraphQAModule(build_net(hp["net_config"]), hp["optimizer"], hp["scheduler"],
-                           hp["loss"], hp["selection"])
+    module = GraphQAModule(
+        build_net(hp["net_config"]), hp["optimizer"], hp["scheduler"], hp["loss"], hp["selection"]
+    )
     module.load_state_dict(ckpt["state_dict"])
     module.ema_val_loss = ckpt.get("ema_val_loss")
     return module.eval()
@@ -197,8 +223,9 @@ class PortableModelCheckpoint(ModelCheckpoint):
             state["dirpath"] = base
             for key in self._PATH_KEYS:
                 state[key] = absolute(state.get(key, ""))
-            state["best_k_models"] = {absolute(k): v
-                                      for k, v in state.get("best_k_models", {}).items()}
+            state["best_k_models"] = {
+                absolute(k): v for k, v in state.get("best_k_models", {}).items()
+            }
         super().load_state_dict(state)
 
 
@@ -250,8 +277,14 @@ class CompactProgress(Callback):
             self._marks[max(1, math.ceil(total * pct / 100))] = f"{pct}%"
         print(f"epoch {trainer.current_epoch:3d} |", end="", flush=True)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         if batch_idx + 1 in self._marks:
             print(f" {self._marks[batch_idx + 1]}", end="", flush=True)
 
@@ -261,9 +294,12 @@ class CompactProgress(Callback):
         m = trainer.callback_metrics
         score = float(m[MONITOR])
         self.best = score if self.best is None or score < self.best else self.best
-        print(f" | train_loss {float(m.get('train_loss', float('nan'))):.4f}"
-              f" val_loss {float(m['val_loss']):.4f} val_spearman {float(m['val_spearman']):.3f}"
-              f" {MONITOR} {score:.4f} (best {self.best:.4f})", flush=True)
+        print(
+            f" | train_loss {float(m.get('train_loss', float('nan'))):.4f}"
+            f" val_loss {float(m['val_loss']):.4f} val_spearman {float(m['val_spearman']):.3f}"
+            f" {MONITOR} {score:.4f} (best {self.best:.4f})",
+            flush=True,
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -299,18 +335,25 @@ def selection_notice(params: Params) -> str:
     sel = params.selection
     if not sel.use_val_spearman:
         return f"selection: checkpoints ranked by val_loss ({MONITOR} = val_loss)"
-    return (f"selection: {MONITOR} = val_loss - {sel.spearman_weight:g} * max(0, val_spearman"
-            f" - {sel.spearman_min_delta:g}); lower is better")
+    return (
+        f"selection: {MONITOR} = val_loss - {sel.spearman_weight:g} * max(0, val_spearman"
+        f" - {sel.spearman_min_delta:g}); lower is better"
+    )
 
 
 def net_config_for(params: Params, schema: FeatureSchema) -> NetConfig:
     mask = resolve_mask(schema, params.feature_mask)
     return NetConfig(
-        node_dim=schema.node_dim, edge_dim=schema.edge_dim,
-        hidden_dim=params.model.hidden_dim, num_layers=params.model.num_layers,
-        heads=params.model.attention_head, dropout=params.model.dropout,
-        pooling=params.model.pooling_type, edge_layer_norm=params.edge_schema.use_layer_norm,
-        node_keep=mask.node_keep, edge_keep=mask.edge_keep,
+        node_dim=schema.node_dim,
+        edge_dim=schema.edge_dim,
+        hidden_dim=params.model.hidden_dim,
+        num_layers=params.model.num_layers,
+        heads=params.model.attention_head,
+        dropout=params.model.dropout,
+        pooling=params.model.pooling_type,
+        edge_layer_norm=params.edge_schema.use_layer_norm,
+        node_keep=mask.node_keep,
+        edge_keep=mask.edge_keep,
     )
 
 
@@ -322,49 +365,84 @@ def configure_determinism(params: Params, seed: int) -> None:
 def _loggers(params: Params, paths: RunPaths, run_name: str, resume: bool) -> list[Any]:
     from dvclive.lightning import DVCLiveLogger
 
-    loggers: list[Any] = [DVCLiveLogger(dir=str(paths.dvclive), save_dvc_exp=False,
-                                        dvcyaml=None, report=None, run_name=run_name,
-                                        resume=resume)]
+    loggers: list[Any] = [
+        DVCLiveLogger(
+            dir=str(paths.dvclive),
+            save_dvc_exp=False,
+            dvcyaml=None,
+            report=None,
+            run_name=run_name,
+            resume=resume,
+        )
+    ]
     if params.mlflow.enabled:
         try:
             import mlflow  # noqa: F401
             from lightning.pytorch.loggers import MLFlowLogger
 
-            loggers.append(MLFlowLogger(
-                experiment_name=params.mlflow.experiment,
-                run_name=params.mlflow.run_name or run_name,
-                tracking_uri=params.mlflow.tracking_uri, tags=dict(params.mlflow.tags)))
+            loggers.append(
+                MLFlowLogger(
+                    experiment_name=params.mlflow.experiment,
+                    run_name=params.mlflow.run_name or run_name,
+                    tracking_uri=params.mlflow.tracking_uri,
+                    tags=dict(params.mlflow.tags),
+                )
+            )
         except ImportError:
-            warnings.warn("mlflow.enabled is true but mlflow is not installed; "
-                          "training continues without MLflow logging", stacklevel=2)
+            warnings.warn(
+                "mlflow.enabled is true but mlflow is not installed; "
+                "training continues without MLflow logging",
+                stacklevel=2,
+            )
     return loggers
 
 
-def build_trainer(params: Params, paths: RunPaths, run_name: str,
-                  extra_callbacks: list[Callback] | None = None,
-                  resume: bool = False) -> L.Trainer:
+def build_trainer(
+    params: Params,
+    paths: RunPaths,
+    run_name: str,
+    extra_callbacks: list[Callback] | None = None,
+    resume: bool = False,
+) -> L.Trainer:
     tcfg = params.trainer
     checkpoint = PortableModelCheckpoint(
-        dirpath=str(paths.checkpoints), filename="epoch{epoch:03d}", monitor=MONITOR,
-        mode="min", save_top_k=3, save_last=True, auto_insert_metric_name=False)
+        dirpath=str(paths.checkpoints),
+        filename="epoch{epoch:03d}",
+        monitor=MONITOR,
+        mode="min",
+        save_top_k=3,
+        save_last=True,
+        auto_insert_metric_name=False,
+    )
     callbacks: list[Callback] = [checkpoint, EpochMetricsCSV(paths.metrics_csv)]
     if params.early_stopping.enabled:
-        callbacks.append(EarlyStopping(monitor=MONITOR, mode="min",
-                                       patience=params.early_stopping.patience,
-                                       min_delta=params.early_stopping.min_delta,
-                                       check_finite=False))
+        callbacks.append(
+            EarlyStopping(
+                monitor=MONITOR,
+                mode="min",
+                patience=params.early_stopping.patience,
+                min_delta=params.early_stopping.min_delta,
+                check_finite=False,
+            )
+        )
     if params.logging.progress == "compact":
         callbacks.append(CompactProgress())
     callbacks.extend(extra_callbacks or [])
     return L.Trainer(
-        accelerator=tcfg.accelerator, devices=tcfg.devices, strategy=tcfg.strategy,
-        precision=tcfg.precision, max_epochs=tcfg.max_epochs,
+        accelerator=tcfg.accelerator,
+        devices=tcfg.devices,
+        strategy=tcfg.strategy,
+        precision=tcfg.precision,
+        max_epochs=tcfg.max_epochs,
         accumulate_grad_batches=tcfg.accumulate_grad_batches,
-        gradient_clip_val=tcfg.gradient_clip_val, deterministic=tcfg.deterministic,
-        default_root_dir=str(paths.root), callbacks=callbacks,
+        gradient_clip_val=tcfg.gradient_clip_val,
+        deterministic=tcfg.deterministic,
+        default_root_dir=str(paths.root),
+        callbacks=callbacks,
         logger=_loggers(params, paths, run_name, resume),
         log_every_n_steps=params.logging.log_every_n_steps,
-        enable_progress_bar=params.logging.progress == "bar", enable_model_summary=False,
+        enable_progress_bar=params.logging.progress == "bar",
+        enable_model_summary=False,
         num_sanity_val_steps=0,
     )
 
@@ -391,10 +469,17 @@ def _clean(value: float) -> float | None:
     return None if value is None or math.isnan(value) else round(float(value), 6)
 
 
-def train_run(*, params: Params, schema_dir: str | Path, run_dir: str | Path,
-              seed: int | None = None, init_from: str | Path | None = None,
-              resume_from: str | Path | None = None, run_name: str = "train",
-              extra_callbacks: list[Callback] | None = None) -> dict[str, Any]:
+def train_run(
+    *,
+    params: Params,
+    schema_dir: str | Path,
+    run_dir: str | Path,
+    seed: int | None = None,
+    init_from: str | Path | None = None,
+    resume_from: str | Path | None = None,
+    run_name: str = "train",
+    extra_callbacks: list[Callback] | None = None,
+) -> dict[str, Any]:
     """Train one model and write the run folder; returns ``summary.json``'s content.
 
     ``init_from`` starts from a checkpoint's weights (fine-tuning: fresh optimizer and
@@ -405,28 +490,48 @@ def train_run(*, params: Params, schema_dir: str | Path, run_dir: str | Path,
     schema_dir, paths = Path(schema_dir), RunPaths(Path(run_dir))
     paths.root.mkdir(parents=True, exist_ok=True)
     schema = FeatureSchema.load(schema_dir / FEATURE_METADATA)
-    data = GraphQADataModule(schema_dir / "packed", batch_size=params.dataloader.batch_size,
-                             num_workers=params.dataloader.num_workers, seed=seed)
+    data = GraphQADataModule(
+        schema_dir / "packed",
+        batch_size=params.dataloader.batch_size,
+        num_workers=params.dataloader.num_workers,
+        seed=seed,
+    )
     net = build_net(net_config_for(params, schema))
     if init_from is not None:
         source = load_module(init_from).net
         if source.config != net.config:
-            raise ValueError(f"{init_from}: checkpoint network {source.config} does not match "
-                             f"the configured one {net.config}")
+            raise ValueError(
+                f"{init_from}: checkpoint network {source.config} does not match "
+                f"the configured one {net.config}"
+            )
         net.load_state_dict(source.state_dict())
     else:
         train = data.split("train")
         net.fit_standardizers(train.x, train.edge_attr)
-    module = GraphQAModule(net, params.optimizer.model_dump(), params.scheduler.model_dump(),
-                           params.loss.model_dump(), params.selection.model_dump())
+    module = GraphQAModule(
+        net,
+        params.optimizer.model_dump(),
+        params.scheduler.model_dump(),
+        params.loss.model_dump(),
+        params.selection.model_dump(),
+    )
     print(selection_notice(params), flush=True)
     if resume_from is None:
-        paths.summary.write_text(dump_json({
-            "status": "running", "seed": seed, "schema_dir": schema_dir.as_posix(),
-            "init_from": Path(init_from).as_posix() if init_from else None,
-            "run_name": run_name, "params": params.to_dict()}))
-    trainer = build_trainer(params, paths, run_name, extra_callbacks,
-                            resume=resume_from is not None)
+        paths.summary.write_text(
+            dump_json(
+                {
+                    "status": "running",
+                    "seed": seed,
+                    "schema_dir": schema_dir.as_posix(),
+                    "init_from": Path(init_from).as_posix() if init_from else None,
+                    "run_name": run_name,
+                    "params": params.to_dict(),
+                }
+            )
+        )
+    trainer = build_trainer(
+        params, paths, run_name, extra_callbacks, resume=resume_from is not None
+    )
     trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
     return finalize_run(trainer, params, schema, paths, seed)
 
@@ -444,13 +549,19 @@ def resume_run(run_dir: str | Path) -> dict[str, Any]:
     if not last.exists():
         raise FileNotFoundError(f"{last}: nothing to resume from (no epoch finished yet)")
     params = parse_params(started["params"], source=str(paths.summary))
-    return train_run(params=params, schema_dir=started["schema_dir"], run_dir=paths.root,
-                     seed=started["seed"], resume_from=last,
-                     run_name=started.get("run_name", "train"))
+    return train_run(
+        params=params,
+        schema_dir=started["schema_dir"],
+        run_dir=paths.root,
+        seed=started["seed"],
+        resume_from=last,
+        run_name=started.get("run_name", "train"),
+    )
 
 
-def finalize_run(trainer: L.Trainer, params: Params, schema: FeatureSchema, paths: RunPaths,
-                 seed: int) -> dict[str, Any]:
+def finalize_run(
+    trainer: L.Trainer, params: Params, schema: FeatureSchema, paths: RunPaths, seed: int
+) -> dict[str, Any]:
     """Links, metrics.json, summary.json and feature_metadata.json for a finished run."""
     if trainer.global_rank != 0:
         return {}
@@ -473,9 +584,13 @@ def finalize_run(trainer: L.Trainer, params: Params, schema: FeatureSchema, path
         "init_from": started.get("init_from"),
         "run_name": started.get("run_name"),
         "metrics": headline,
-        "schema": {"node_dim": schema.node_dim, "edge_dim": schema.edge_dim,
-                   "topology_dim": schema.topology_dim, "edge_module": schema.edge_module,
-                   "source": schema.source},
+        "schema": {
+            "node_dim": schema.node_dim,
+            "edge_dim": schema.edge_dim,
+            "topology_dim": schema.topology_dim,
+            "edge_module": schema.edge_module,
+            "source": schema.source,
+        },
         "params": params.to_dict(),
     }
     paths.summary.write_text(dump_json(summary))
