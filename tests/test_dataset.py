@@ -216,7 +216,7 @@ def test_ground_truth_lists_signal_and_noise_groups(
     node_cols = set(dataset.node_columns())
     for group in [*signal, *noise]:
         assert group in truth["group_columns"]
-        if group not in ("edge", "structure"):
+        if group not in ("edge.hist", "structure"):
             assert set(truth["group_columns"][group]) <= node_cols
     for split in SPLITS:
         assert truth["splits"][split]["graphs"] == len(labels[split])

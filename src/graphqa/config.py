@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
@@ -224,6 +231,37 @@ class SweepConfig(_Section):
         return self
 
 
+class FltConfig(_Section):
+    """Feature Lottery Ticket: group scoring, masks per keep fraction, pruned retrains."""
+
+    group_mode: Literal["slot", "column"] = "slot"
+    apply_to: list[Literal["node", "topology", "edge"]] = ["topology", "edge"]
+    drop_basic: bool = False
+    method: Literal["permutation", "weight_magnitude"] = "permutation"
+    permutation_repeats: int = Field(3, ge=1)
+    seed: int = 0
+    keep_fracs: list[float] = [1.0, 0.7, 0.5, 0.3]
+    loss_tolerance: float = Field(0.01, ge=0)
+    spearman_tolerance: float = Field(0.01, ge=0)
+    retrain_overrides: dict[str, Any] = {}
+
+    @field_validator("keep_fracs", mode="before")
+    @classmethod
+    def _written_as_floats(cls, value: Any) -> Any:
+        # They name DVC stages and files; DVC writes 1 as "1" but 1.0 as "1.0".
+        if isinstance(value, list) and any(isinstance(v, int) for v in value):
+            raise ValueError("write keep fractions as floats (1.0, not 1)")
+        return value
+
+    @model_validator(mode="after")
+    def _fractions(self) -> FltConfig:
+        if not self.keep_fracs or any(not 0 < f <= 1 for f in self.keep_fracs):
+            raise ValueError("keep_fracs must be non-empty fractions in (0, 1]")
+        if len(set(self.keep_fracs)) != len(self.keep_fracs):
+            raise ValueError("keep_fracs must be unique")
+        return self
+
+
 class Params(_Section):
     paths: PathsConfig = PathsConfig()
     dataset: DatasetConfig = DatasetConfig()
@@ -242,6 +280,7 @@ class Params(_Section):
     mlflow: MlflowConfig = MlflowConfig()
     sweep: SweepConfig = SweepConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    flt: FltConfig = FltConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

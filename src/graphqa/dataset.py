@@ -76,7 +76,7 @@ SIGNAL_WEIGHTS = {
     "base": 1.0,
     "primary.s0": 1.0,
     "pair.s0_s1": 0.8,
-    "edge": 0.8,
+    "edge.hist": 0.8,
     "structure": 0.5,
 }
 NOISE_SLOTS = [s for s in TOPOLOGY_SLOTS if s not in SIGNAL_WEIGHTS]
@@ -199,7 +199,7 @@ def _make_graph(decoy: _Decoy, cfg: DatasetConfig, rng: np.random.Generator) -> 
     bins = np.arange(EDGE_HIST_BINS) + 0.5
     # Atom-pair distance counts: closer residues and better interfaces pack more short contacts.
     lam = 12.0 * np.exp(-0.5 * ((bins[None, :] - 0.6 * dist[:, None]) / 2.0) ** 2)
-    lam = lam * np.exp(0.35 * c["edge"] * (bins[None, :] < 5.0))
+    lam = lam * np.exp(0.35 * c["edge.hist"] * (bins[None, :] < 5.0))
     hist = rng.poisson(lam).astype(np.float64)
     edge_attr = np.concatenate([dist[:, None], hist], axis=1)
 
@@ -348,10 +348,12 @@ def _ground_truth(
         "signal group encodes only its own component z_k.",
         "signal_groups": {k: v for k, v in SIGNAL_WEIGHTS.items()},
         "noise_groups": NOISE_SLOTS,
+        "neutral_groups": ["edge.distance"],
         "group_columns": {
             "basic": BASIC_COLUMNS,
             **{slot: [f"{slot}.{s}" for s in TOPOLOGY_COLUMN_SUFFIXES] for slot in TOPOLOGY_SLOTS},
-            "edge": EDGE_COLUMN_NAMES,
+            "edge.hist": EDGE_COLUMN_NAMES[1:],
+            "edge.distance": EDGE_COLUMN_NAMES[:1],
             "structure": ["<number of nodes>"],
         },
         "label_noise": cfg.label_noise,

@@ -1,0 +1,27 @@
+"""Stage `flt`: score feature groups of the final model and write one mask per keep fraction."""
+
+from __future__ import annotations
+
+import argparse
+
+from graphqa.config import load_params
+from graphqa.flt import score_groups
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--schema-dir", default="data/schema")
+    parser.add_argument("--model", default="runs/final_selection/model.ckpt")
+    parser.add_argument("--out", default="runs/flt")
+    args = parser.parse_args()
+    score_groups(
+        params=load_params(args.params),
+        schema_dir=args.schema_dir,
+        model_path=args.model,
+        out_dir=args.out,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Stage `flt_retrain@<keep>`: retrain the sweep winner's recipe on one FLT mask."""
+
+from __future__ import annotations
+
+import argparse
+
+from graphqa.config import load_params
+from graphqa.flt import retrain
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--keep", type=float, required=True)
+    parser.add_argument("--flt-dir", default="runs/flt")
+    parser.add_argument("--selection-dir", default="runs/selection")
+    parser.add_argument("--schema-dir", default="data/schema")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    retrain(
+        params=load_params(args.params),
+        keep_frac=args.keep,
+        flt_dir=args.flt_dir,
+        selection_dir=args.selection_dir,
+        schema_dir=args.schema_dir,
+        out_dir=args.out,
+    )
+
+
+if __name__ == "__main__":
+    main()
