@@ -31,6 +31,8 @@ TINY_OVERRIDES = {
     "finetune.phase1.overrides": {"optimizer.learning_rate": 0.001, "trainer.max_epochs": 1},
     "finetune.phase2.seeds": [101],
     "finetune.phase2.overrides": {"optimizer.learning_rate": 0.001, "trainer.max_epochs": 1},
+    "flt.keep_fracs": [1.0, 0.5],
+    "flt.permutation_repeats": 1,
 }
 
 os.environ.setdefault("DVCLIVE_OPEN", "false")

@@ -122,7 +122,7 @@ def test_packed_mse_matches_the_training_loader(tiny_schema_dir: Path) -> None:
             for b in loader
         ]
     expected = float(torch.cat(sq).mean())
-    assert _mse(net, val, val.x, val.edge_attr, batch_graphs=7) == pytest.approx(expected, rel=1e-9)
+    assert _mse(net, val, val.x, val.edge_attr, batch_graphs=7) == pytest.approx(expected, rel=1e-6)
 
 
 def test_permutation_scores_only_columns_the_model_uses(tiny_schema_dir: Path) -> None:

@@ -88,6 +88,13 @@ ALL_STAGES = (
     "finetune_phase1",
     "finetune_phase2@101",
     "final_selection",
+    "flt",
+    "flt_retrain@1.0",
+    "flt_retrain@0.5",
+    "flt_summary",
+    "calibration",
+    "bundle",
+    "evaluate",
 )
 
 
@@ -102,38 +109,47 @@ def test_repro_runs_then_caches_then_reruns_only_what_changed(
     dvc = [sys.executable, "-m", "dvc"]
     first = _run([*dvc, "repro"], repo, env)
     assert _ran(first) == set(ALL_STAGES)
-    metrics = json.loads((repo / "runs/train/0-base/metrics.json").read_text())
-    assert metrics["epochs_trained"] == 1
+    assert json.loads((repo / "runs/train/0-base/metrics.json").read_text())["epochs_trained"] == 1
     assert (repo / "runs/train/0-base/checkpoints/best.ckpt").exists()
     final = json.loads((repo / "runs/final_selection/selection.json").read_text())
     assert final["winner"] in {"train/0-base", "finetune_phase1", "finetune_phase2/101"}
-    assert (repo / "runs/final_selection/model.ckpt").exists()
-    shown = _run([*dvc, "metrics", "show", "--json"], repo, env)
-    assert "final_selection/metrics.json" in shown and "runs/train/0-base" not in shown
+    assert (repo / "runs/bundle/bundle.json").exists()
+    recommendation = json.loads((repo / "runs/flt_summary/recommendation.json").read_text())
+    assert recommendation["keep_fraction"] in (1.0, 0.5)
+    shown = json.loads(_run([*dvc, "metrics", "show", "--json"], repo, env))
+    files = {f for rev in shown.values() for f in rev.get("data", {})}
+    assert files == {
+        "runs/selection/metrics.json",
+        "runs/final_selection/metrics.json",
+        "runs/flt_summary/metrics.json",
+        "runs/calibration/metrics.json",
+        "runs/evaluate/metrics.json",
+    }
+    lock = (repo / "dvc.lock").read_text()
+    assert str(repo) not in lock and str(repo) not in (repo / "runs/bundle/params.json").read_text()
 
     second = _run([*dvc, "repro"], repo, env)
     assert _ran(second) == set()
     assert "Data and pipelines are up to date" in second
 
-    # A phase-2 fine-tune param reruns only phase 2 and the final selection.
-    _write_params(
-        repo,
-        {"finetune.phase2.overrides": {"optimizer.learning_rate": 0.0005, "trainer.max_epochs": 1}},
+    # A calibration param reruns only calibration and what consumes it.
+    _write_params(repo, {"calibration.coverage": 0.8})
+    assert _ran(_run([*dvc, "repro"], repo, env)) == {"calibration", "bundle", "evaluate"}
+
+    # A dataset param reruns the generator and the schema check, and leaves every stage
+    # below them out of date.
+    _write_params(repo, {"calibration.coverage": 0.8, "dataset.label_noise": 0.05})
+    assert _ran(_run([*dvc, "repro", "schema"], repo, env)) == {"dataset", "schema"}
+    status = _run([*dvc, "status"], repo, env)
+    assert "train@0-base" in status and "modified:           data/schema/packed" in status
+
+    # Back to the old data plus a new seed: the old member's inputs are as locked again, so
+    # only the new sweep member trains (the data stages may be redone or restored).
+    _write_params(repo, {"calibration.coverage": 0.8, "sweep.seeds": [0, 1]})
+    ran = _ran(_run([*dvc, "repro", "selection"], repo, env))
+    assert (
+        {"train@1-base", "selection"} <= ran <= {"dataset", "schema", "train@1-base", "selection"}
     )
-    third = _run([*dvc, "repro"], repo, env)
-    assert _ran(third) == {"finetune_phase2@101", "final_selection"}
-
-    # A dataset param reruns the generator and everything downstream of it.
-    _write_params(repo, {"dataset.label_noise": 0.05})
-    assert _ran(_run([*dvc, "repro"], repo, env)) == set(ALL_STAGES)
-
-    # Adding a seed trains only the new sweep member (selection and later stages follow).
-    _write_params(repo, {"dataset.label_noise": 0.05, "sweep.seeds": [0, 1]})
-    fifth = _ran(_run([*dvc, "repro"], repo, env))
-    assert "train@1-base" in fifth and "selection" in fifth
-    assert not fifth & {"dataset", "schema", "train@0-base"}
-
-    assert "up to date" in _run([*dvc, "status"], repo, env)
     assert _run(["git", "for-each-ref", "refs/exps"], repo, env).strip() == ""
 
 

@@ -116,8 +116,10 @@ def test_missing_val_loss_loses_the_tie_break() -> None:
 
 
 def test_equal_primary_and_val_loss_breaks_tie_by_name() -> None:
-    runs = [cand(n, val_regret=0.2, val_loss=0.3) for n in ("train/2-base", "train/0-base",
-                                                             "train/1-base")]
+    runs = [
+        cand(n, val_regret=0.2, val_loss=0.3)
+        for n in ("train/2-base", "train/0-base", "train/1-base")
+    ]
     assert names(rank(runs, "val_regret")) == ["train/0-base", "train/1-base", "train/2-base"]
     assert names(rank(list(reversed(runs)), "val_regret")) == names(rank(runs, "val_regret"))
 
@@ -176,8 +178,7 @@ def test_choose_empty_raises() -> None:
 def test_shortlist_config_is_parsed() -> None:
     cfg = shortlist_cfg()
     assert cfg.shortlist.enabled
-    assert (cfg.shortlist.k, cfg.shortlist.by, cfg.shortlist.then) == (2, "val_loss",
-                                                                       "val_regret")
+    assert (cfg.shortlist.k, cfg.shortlist.by, cfg.shortlist.then) == (2, "val_loss", "val_regret")
 
 
 def test_shortlist_winner_is_best_then_among_top_k_by() -> None:
@@ -238,10 +239,10 @@ FINISHED_METRICS: dict[str, float | None] = {
 
 
 def finished_summary(seed: int = 3, lr: float = 0.002) -> dict[str, Any]:
-    params = parse_params({}, {"optimizer.learning_rate": lr, "model.hidden_dim": 24,
-                               "model.pooling_type": "max"}).to_dict()
-    return {"status": "finished", "seed": seed, "metrics": dict(FINISHED_METRICS),
-            "params": params}
+    params = parse_params(
+        {}, {"optimizer.learning_rate": lr, "model.hidden_dim": 24, "model.pooling_type": "max"}
+    ).to_dict()
+    return {"status": "finished", "seed": seed, "metrics": dict(FINISHED_METRICS), "params": params}
 
 
 def test_load_candidate_finished(tmp_path: Path) -> None:
@@ -291,8 +292,12 @@ def test_sweep_candidates_loads_every_member(tmp_path: Path) -> None:
     for member in ("0-base", "0-wide", "1-base", "1-wide"):
         write_summary(tmp_path / member, **finished_summary(seed=int(member[0])))
     got = sweep_candidates(tmp_path, sweep_params())
-    assert sorted(c.name for c in got) == ["train/0-base", "train/0-wide", "train/1-base",
-                                           "train/1-wide"]
+    assert sorted(c.name for c in got) == [
+        "train/0-base",
+        "train/0-wide",
+        "train/1-base",
+        "train/1-wide",
+    ]
 
 
 def test_sweep_candidates_names_missing_member(tmp_path: Path) -> None:
@@ -318,15 +323,24 @@ def test_sweep_candidates_rejects_unfinished_member(tmp_path: Path) -> None:
 
 def three_runs() -> list[Candidate]:
     return [
-        Candidate("train/0-base", "runs/train/0-base",
-                  {"val_spearman": 0.5, "val_loss": 0.2, "val_regret": 0.3},
-                  {"seed": 0, "learning_rate": 0.003, "hidden_dim": 16, "pooling": "mean"}),
-        Candidate("train/1-base", "runs/train/1-base",
-                  {"val_spearman": 0.8, "val_loss": 0.4, "val_regret": None},
-                  {"seed": 1, "learning_rate": 0.003, "hidden_dim": 16, "pooling": "mean"}),
-        Candidate("train/2-base", "runs/train/2-base",
-                  {"val_spearman": math.nan, "val_loss": 0.1, "val_regret": 0.05},
-                  {"seed": 2, "learning_rate": 0.001, "hidden_dim": 16, "pooling": "mean"}),
+        Candidate(
+            "train/0-base",
+            "runs/train/0-base",
+            {"val_spearman": 0.5, "val_loss": 0.2, "val_regret": 0.3},
+            {"seed": 0, "learning_rate": 0.003, "hidden_dim": 16, "pooling": "mean"},
+        ),
+        Candidate(
+            "train/1-base",
+            "runs/train/1-base",
+            {"val_spearman": 0.8, "val_loss": 0.4, "val_regret": None},
+            {"seed": 1, "learning_rate": 0.003, "hidden_dim": 16, "pooling": "mean"},
+        ),
+        Candidate(
+            "train/2-base",
+            "runs/train/2-base",
+            {"val_spearman": math.nan, "val_loss": 0.1, "val_regret": 0.05},
+            {"seed": 2, "learning_rate": 0.001, "hidden_dim": 16, "pooling": "mean"},
+        ),
     ]
 
 
@@ -360,8 +374,9 @@ def test_write_selection_outputs(tmp_path: Path) -> None:
     cfg = selection_cfg("val_spearman")
     ranked, reason = choose(three_runs(), cfg)
     out = tmp_path / "selection"
-    returned = write_selection(ranked=ranked, reason=reason, cfg=cfg, out_dir=out,
-                               metric_prefix="sweep_")
+    returned = write_selection(
+        ranked=ranked, reason=reason, cfg=cfg, out_dir=out, metric_prefix="sweep_"
+    )
 
     selection = json.loads((out / "selection.json").read_text())
     assert returned["winner"] == selection["winner"]
@@ -392,8 +407,7 @@ def test_write_selection_outputs(tmp_path: Path) -> None:
 def test_write_selection_metrics_nan_becomes_null(tmp_path: Path) -> None:
     winner = cand("w", val_loss=0.1, val_spearman=math.nan, val_regret=0.2, val_hit_rate=1)
     cfg = selection_cfg("val_loss")
-    write_selection(ranked=[winner], reason="only run", cfg=cfg, out_dir=tmp_path,
-                    metric_prefix="")
+    write_selection(ranked=[winner], reason="only run", cfg=cfg, out_dir=tmp_path, metric_prefix="")
     metrics = strict_json(tmp_path / "metrics.json")
     assert set(metrics) == set(HEADLINE)
     assert metrics["val_spearman"] is None
@@ -403,13 +417,21 @@ def test_write_selection_metrics_nan_becomes_null(tmp_path: Path) -> None:
 
 def test_write_selection_records_shortlist_mode(tmp_path: Path) -> None:
     cfg = shortlist_cfg()
-    runs = [cand("a", val_loss=0.1, val_regret=0.5), cand("b", val_loss=0.2, val_regret=0.1),
-            cand("c", val_loss=0.3, val_regret=0.0)]
+    runs = [
+        cand("a", val_loss=0.1, val_regret=0.5),
+        cand("b", val_loss=0.2, val_regret=0.1),
+        cand("c", val_loss=0.3, val_regret=0.0),
+    ]
     ranked, reason = choose(runs, cfg)
-    selection = write_selection(ranked=ranked, reason=reason, cfg=cfg, out_dir=tmp_path,
-                                metric_prefix="")
+    selection = write_selection(
+        ranked=ranked, reason=reason, cfg=cfg, out_dir=tmp_path, metric_prefix=""
+    )
     assert selection["winner"] == "b"
-    assert selection["shortlist"] == {"enabled": True, "k": 2, "by": "val_loss",
-                                      "then": "val_regret"}
+    assert selection["shortlist"] == {
+        "enabled": True,
+        "k": 2,
+        "by": "val_loss",
+        "then": "val_regret",
+    }
     on_disk = json.loads((tmp_path / "selection.json").read_text())
     assert [row["name"] for row in on_disk["ranked"]] == ["b", "a", "c"]

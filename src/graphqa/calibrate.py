@@ -10,7 +10,9 @@ split-conformal intervals and reliability diagnostics.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -86,7 +88,7 @@ def _temperature_loss(
     z = logits / torch.exp(log_t) + bias
     if loss == "bce":
         return torch.nn.functional.binary_cross_entropy_with_logits(z, labels)
-    return torch.mean((torch.sigmoid(z) - labels).abs())
+    return torch.mean((torch.sigmoid(z) - labels) ** 2)
 
 
 def fit_temperature(
@@ -259,6 +261,8 @@ def threshold_sweep(
     the lowest threshold (values within 1e-12 count as tied). The sweep uses vectorised
     confusion counts so it stays O(n log n); the reported precision/recall/F1/MCC at the chosen
     threshold come from ``sklearn.metrics`` (``zero_division=0``; MCC is 0 when undefined).
+    With no positives (or no negatives, for MCC) every candidate scores 0 and the lowest one
+    wins, so check ``positives`` before trusting the threshold.
     """
     if criterion not in ("f1", "mcc"):
         raise ValueError(f"criterion must be 'f1' or 'mcc', got {criterion!r}")
@@ -272,14 +276,18 @@ def threshold_sweep(
     threshold = float(candidates[best])
 
     y_true, y_pred = positive.astype(int), (scores >= threshold).astype(int)
-    f1 = float(f1_score(y_true, y_pred, zero_division=0))
-    mcc = float(matthews_corrcoef(y_true, y_pred))
+    with warnings.catch_warnings():  # one-class splits are legitimate; values are 0 there
+        warnings.simplefilter("ignore", UserWarning)
+        f1 = float(f1_score(y_true, y_pred, zero_division=0))
+        mcc = float(matthews_corrcoef(y_true, y_pred))
+        precision = float(precision_score(y_true, y_pred, zero_division=0))
+        recall = float(recall_score(y_true, y_pred, zero_division=0))
     return {
         "threshold": threshold,
         "criterion": criterion,
         "value": f1 if criterion == "f1" else mcc,
-        "precision": float(precision_score(y_true, y_pred, zero_division=0)),
-        "recall": float(recall_score(y_true, y_pred, zero_division=0)),
+        "precision": precision,
+        "recall": recall,
         "f1": f1,
         "mcc": mcc,
         "positives": int(y_true.sum()),
@@ -372,3 +380,78 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
     curve = reliability_curve(probs, labels, bins)
     n = sum(b["count"] for b in curve)
     return float(sum(b["count"] / n * abs(b["mean_predicted"] - b["mean_observed"]) for b in curve))
+
+
+# --------------------------------------------------------------------------- stage worker
+
+
+def calibrate_final(
+    *, cfg: Any, model_path: str | Path, schema_dir: str | Path, out_dir: str | Path
+) -> dict[str, Any]:
+    """Stage ``calibration``: predict val_calib once, fit both calibrators, apply the chosen
+    one, tune the acceptable-model threshold and the conformal half-width on it."""
+    import pandas as pd
+
+    from graphqa.contract import write_json
+    from graphqa.data import PackedSplit
+    from graphqa.predict import packed_logits
+    from graphqa.train import load_module
+
+    split = PackedSplit.load(Path(schema_dir) / "packed" / "val_calib.pt")
+    logits = packed_logits(load_module(model_path).net, split).numpy()
+    labels = split.y.double().numpy()
+    raw = expit(logits)
+    temperature, temperature_fit = fit_temperature(logits, labels, cfg.fit_bias, cfg.loss)
+    isotonic, isotonic_fit = fit_isotonic(raw, labels)
+    scores = {
+        "temperature": temperature.apply(logits),
+        "isotonic": isotonic.apply(raw),
+        "none": raw,
+    }[cfg.method]
+    sweep = threshold_sweep(scores, labels, cfg.acceptable_dockq, cfg.threshold_criterion)
+    half = conformal_half_width(scores, labels, cfg.coverage)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    calibration = {
+        "method": cfg.method,
+        "split": "val_calib",
+        "n": len(labels),
+        "temperature": temperature.to_dict(),
+        "isotonic": isotonic.to_dict(),
+        "fit": {"temperature": temperature_fit, "isotonic": isotonic_fit},
+        "conformal": {"coverage": cfg.coverage, "half_width": half},
+    }
+    write_json(out / "calibration.json", calibration)
+    write_json(out / "thresholds.json", {"acceptable_dockq": cfg.acceptable_dockq, **sweep})
+    pd.DataFrame(
+        {
+            "MODEL": split.models,
+            "TARGET": split.targets,
+            "dockq": labels,
+            "logit": logits,
+            "pred_raw": raw,
+            "pred_calibrated": scores,
+        }
+    ).to_csv(out / "val_calib_predictions.csv", index=False, float_format="%.6f")
+    rows = [
+        {"calibration": "raw", **r} for r in reliability_curve(raw, labels, cfg.reliability_bins)
+    ]
+    rows += [
+        {"calibration": "calibrated", **r}
+        for r in reliability_curve(scores, labels, cfg.reliability_bins)
+    ]
+    pd.DataFrame(rows).to_csv(out / "reliability.csv", index=False, float_format="%.6f")
+    metrics = {
+        "calib_ece_raw": expected_calibration_error(raw, labels, cfg.reliability_bins),
+        "calib_ece_calibrated": expected_calibration_error(scores, labels, cfg.reliability_bins),
+        "acceptable_threshold": sweep["threshold"],
+        f"acceptable_{cfg.threshold_criterion}": sweep["value"],
+        "interval_half_width": half,
+    }
+    write_json(out / "metrics.json", {k: round(float(v), 6) for k, v in metrics.items()})
+    print(
+        f"calibration: {cfg.method}; ECE {metrics['calib_ece_raw']:.4f} -> "
+        f"{metrics['calib_ece_calibrated']:.4f}; threshold {sweep['threshold']:.3f}; "
+        f"±{half:.3f} for {cfg.coverage:.0%} coverage"
+    )
+    return calibration

@@ -183,6 +183,20 @@ def _resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from graphqa.predict import predict_with_bundle
+
+    frame, report = predict_with_bundle(args.bundle, args.graphs, args.labels, args.batch_size)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(args.out, index=False, float_format="%.6f")
+    else:
+        print(frame.to_csv(index=False, float_format="%.6f"), end="")
+    summary = {k: v for k, v in report.items() if k != "per_target"}
+    print(json.dumps(summary, indent=2), file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graphqa", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -218,6 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     res = sub.add_parser("resume", help="continue an interrupted run from its last checkpoint")
     res.add_argument("run_dir")
     res.set_defaults(func=_resume)
+    pred = sub.add_parser("predict", help="score a folder of graphs with a bundle")
+    pred.add_argument("--bundle", required=True, help="bundle folder (runs/bundle)")
+    pred.add_argument("--graphs", required=True, help="graph folder in the graphqa contract")
+    pred.add_argument("--labels", help="label CSV: score only these models and report metrics")
+    pred.add_argument("--out", help="output CSV (default: stdout)")
+    pred.add_argument("--batch-size", type=int, default=64)
+    pred.set_defaults(func=_predict)
     return parser
 
 
@@ -225,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, FileNotFoundError, ValueError) as exc:  # incl. DataContractError
         print(f"graphqa: error: {exc}", file=sys.stderr)
         return 2
 

@@ -262,6 +262,22 @@ class FltConfig(_Section):
         return self
 
 
+class CalibrationConfig(_Section):
+    """Fitted on the val_calib split only (never val or test)."""
+
+    method: Literal["temperature", "isotonic", "none"] = "temperature"
+    fit_bias: bool = True
+    loss: Literal["bce", "mse"] = "bce"
+    acceptable_dockq: float = Field(0.23, gt=0, lt=1)
+    threshold_criterion: Literal["f1", "mcc"] = "f1"
+    coverage: float = Field(0.9, gt=0, lt=1)
+    reliability_bins: int = Field(10, ge=2)
+
+
+class EvaluateConfig(_Section):
+    batch_size: int = Field(64, ge=1)
+
+
 class Params(_Section):
     paths: PathsConfig = PathsConfig()
     dataset: DatasetConfig = DatasetConfig()
@@ -281,6 +297,8 @@ class Params(_Section):
     sweep: SweepConfig = SweepConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     flt: FltConfig = FltConfig()
+    calibration: CalibrationConfig = CalibrationConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

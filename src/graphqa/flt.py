@@ -26,6 +26,7 @@ from graphqa.contract import (
 )
 from graphqa.data import PackedSplit
 from graphqa.model import TopoQANet
+from graphqa.predict import packed_logits
 from graphqa.schema import FeatureSchema
 
 GroupMode = Literal["slot", "column"]
@@ -140,7 +141,6 @@ def weight_magnitude_scores(
     return scores
 
 
-@torch.no_grad()
 def _mse(
     net: TopoQANet,
     split: PackedSplit,
@@ -149,21 +149,8 @@ def _mse(
     batch_graphs: int = 256,
 ) -> float:
     """MSE of sigmoid(net) over a packed split with substituted feature matrices."""
-    total, n = 0.0, len(split)
-    for start in range(0, n, batch_graphs):
-        stop = min(start + batch_graphs, n)
-        n0, n1 = int(split.node_ptr[start]), int(split.node_ptr[stop])
-        e0, e1 = int(split.edge_ptr[start]), int(split.edge_ptr[stop])
-        counts = (split.node_ptr[start + 1 : stop + 1] - split.node_ptr[start:stop]).long()
-        batch = torch.repeat_interleave(torch.arange(stop - start), counts)
-        offsets = torch.repeat_interleave(
-            split.node_ptr[start:stop] - n0,
-            (split.edge_ptr[start + 1 : stop + 1] - split.edge_ptr[start:stop]).long(),
-        )
-        edge_index = split.edge_index[:, e0:e1] + offsets
-        pred = torch.sigmoid(net(x[n0:n1], edge_index, edge_attr[e0:e1], batch, stop - start))
-        total += float(((pred.double() - split.y[start:stop].double()) ** 2).sum())
-    return total / n
+    pred = torch.sigmoid(packed_logits(net, split, batch_graphs, x, edge_attr))
+    return float(((pred - split.y.double()) ** 2).mean())
 
 
 def permutation_scores(

@@ -1,0 +1,24 @@
+"""Stage `bundle`: package the final model, calibration and provenance -> runs/bundle/."""
+
+from __future__ import annotations
+
+import argparse
+
+from graphqa.bundle import bundle_from_pipeline
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--final-dir", default="runs/final_selection")
+    parser.add_argument("--calibration-dir", default="runs/calibration")
+    parser.add_argument("--lock", default="dvc.lock")
+    parser.add_argument("--out", default="runs/bundle")
+    args = parser.parse_args()
+    manifest = bundle_from_pipeline(final_dir=args.final_dir,
+                                    calibration_dir=args.calibration_dir,
+                                    lock_path=args.lock, out_dir=args.out)
+    print(f"bundle: {args.out} with {len(manifest['files'])} verified files")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""Stage `calibration`: calibrate the final model on val_calib -> runs/calibration/."""
+
+from __future__ import annotations
+
+import argparse
+
+from graphqa.calibrate import calibrate_final
+from graphqa.config import load_params
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--model", default="runs/final_selection/model.ckpt")
+    parser.add_argument("--schema-dir", default="data/schema")
+    parser.add_argument("--out", default="runs/calibration")
+    args = parser.parse_args()
+    calibrate_final(cfg=load_params(args.params).calibration, model_path=args.model,
+                    schema_dir=args.schema_dir, out_dir=args.out)
+
+
+if __name__ == "__main__":
+    main()

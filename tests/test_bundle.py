@@ -1,0 +1,220 @@
+"""Bundle round trip, tamper refusal, byte-identical rebuilds; predict and its CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch_geometric.data import Data
+
+from graphqa.bundle import build_bundle, load_bundle, lock_provenance, verify_bundle
+from graphqa.cli import main
+from graphqa.contract import DataContractError, save_graph, write_json
+from graphqa.data import PackedSplit
+from graphqa.predict import packed_logits, predict_with_bundle, stream_logits
+from graphqa.train import load_module
+
+CALIBRATION = {
+    "method": "temperature",
+    "temperature": {"temperature": 1.5, "bias": -0.1},
+    "isotonic": {"x": [0.0, 1.0], "y": [0.0, 1.0]},
+    "conformal": {"coverage": 0.9, "half_width": 0.1},
+}
+THRESHOLDS = {"threshold": 0.3, "criterion": "f1"}
+
+
+def _build(tiny_run: Path, tiny_schema_dir: Path, tmp: Path, out: Path) -> dict:
+    write_json(tmp / "calibration.json", CALIBRATION)
+    write_json(tmp / "thresholds.json", THRESHOLDS)
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    return build_bundle(
+        model_ckpt=tiny_run / "checkpoints" / "best.ckpt",
+        feature_metadata=tiny_schema_dir / "feature_metadata.json",
+        calibration=tmp / "calibration.json",
+        thresholds=tmp / "thresholds.json",
+        params=summary["params"],
+        provenance={"source": "test"},
+        metrics={"val": summary["metrics"]},
+        out_dir=out,
+    )
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(
+    tiny_run: Path, tiny_schema_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    tmp = tmp_path_factory.mktemp("bundle")
+    _build(tiny_run, tiny_schema_dir, tmp, tmp / "bundle")
+    return tmp / "bundle"
+
+
+def test_bundle_round_trip_gives_the_checkpoint_predictions(
+    bundle_dir: Path, tiny_run: Path, tiny_schema_dir: Path
+) -> None:
+    bundle = load_bundle(bundle_dir)
+    module = load_module(tiny_run / "checkpoints" / "best.ckpt")
+    val = PackedSplit.load(tiny_schema_dir / "packed" / "val.pt")
+    assert torch.equal(packed_logits(bundle.net, val), packed_logits(module.net, val))
+    manifest = json.loads((bundle_dir / "bundle.json").read_text())
+    assert set(manifest["files"]) == {p.name for p in bundle_dir.iterdir()} - {"bundle.json"}
+    assert {
+        "model.safetensors",
+        "model_config.json",
+        "feature_metadata.json",
+        "calibration.json",
+        "thresholds.json",
+        "params.json",
+        "provenance.json",
+        "metrics.json",
+    } <= set(manifest["files"])
+    text = "".join(p.read_text() for p in bundle_dir.glob("*.json"))
+    assert str(tiny_run.parent) not in text and str(tiny_schema_dir) not in text
+
+
+def test_two_builds_are_byte_identical(
+    bundle_dir: Path, tiny_run: Path, tiny_schema_dir: Path, tmp_path: Path
+) -> None:
+    _build(tiny_run, tiny_schema_dir, tmp_path, tmp_path / "again")
+    for path in bundle_dir.iterdir():
+        assert (tmp_path / "again" / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+@pytest.mark.parametrize("tamper", ["edit", "delete", "extra"])
+def test_tampered_bundle_is_refused(bundle_dir: Path, tmp_path: Path, tamper: str) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, copy)
+    if tamper == "edit":
+        data = json.loads((copy / "calibration.json").read_text())
+        data["conformal"]["half_width"] = 0.0
+        write_json(copy / "calibration.json", data)
+        match = "calibration.json.*sha256"
+    elif tamper == "delete":
+        (copy / "thresholds.json").unlink()
+        match = "thresholds.json.*missing"
+    else:
+        (copy / "evil.py").write_text("print('hi')")
+        match = "unlisted.*evil.py"
+    with pytest.raises(DataContractError, match=match):
+        load_bundle(copy)
+
+
+def test_schema_mismatch_is_refused_naming_the_dims(bundle_dir: Path, tmp_path: Path) -> None:
+    graphs = tmp_path / "graphs"
+    save_graph(_graph(7, 3), graphs / "X1" / "X1_a.pt")
+    with pytest.raises(DataContractError, match="node dim 172 != 7"):
+        predict_with_bundle(bundle_dir, graphs)
+
+
+def _graph(node_dim: int, edge_dim: int) -> Data:
+    ei = torch.tensor([[0, 1], [1, 0]])
+    return Data(x=torch.rand(2, node_dim), edge_index=ei, edge_attr=torch.rand(2, edge_dim))
+
+
+def test_predict_scores_calibrates_ranks_and_reports(bundle_dir: Path, tiny_dataset: Path) -> None:
+    labels = tiny_dataset / "labels" / "test.csv"
+    frame, report = predict_with_bundle(bundle_dir, tiny_dataset / "graphs", labels, batch_size=4)
+    truth = pd.read_csv(labels)
+    assert sorted(frame["MODEL"]) == sorted(truth["MODEL"])
+    t = CALIBRATION["temperature"]
+    logit = np.log(frame["pred_raw"] / (1 - frame["pred_raw"]))
+    expected = 1 / (1 + np.exp(-(logit / t["temperature"] + t["bias"])))
+    assert np.allclose(frame["pred_calibrated"], expected, atol=1e-6)
+    assert np.allclose(
+        frame["interval_high"] - frame["interval_low"],
+        np.minimum(frame["pred_calibrated"] + 0.1, 1)
+        - np.maximum(frame["pred_calibrated"] - 0.1, 0),
+    )
+    assert (frame["acceptable"] == (frame["pred_calibrated"] >= 0.3)).all()
+    for _, group in frame.groupby("TARGET"):
+        top = group.loc[group["rank_in_target"] == 1]
+        assert top["pred_calibrated"].iloc[0] == group["pred_calibrated"].max()
+        assert sorted(group["rank_in_target"]) == list(range(1, len(group) + 1))
+    assert set(report["metrics"]) >= {
+        "pearson",
+        "spearman",
+        "mae",
+        "ranking_loss",
+        "hit_rate_023",
+        "hit_rate_049",
+        "hit_rate_080",
+    }
+    assert report["graphs"] == len(truth) and report["graphs_per_s"] > 0
+
+
+def test_stream_reads_graphs_a_batch_at_a_time(
+    bundle_dir: Path, tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import graphqa.predict as predict
+
+    bundle = load_bundle(bundle_dir)
+    refs, _ = predict.graph_refs(tiny_dataset / "graphs")
+    loads: list[int] = []
+    real = predict.load_graph
+    monkeypatch.setattr(predict, "load_graph", lambda p: loads.append(1) or real(p))
+    seen = 0
+    for chunk, logits in stream_logits(bundle.net, refs, bundle.schema, batch_size=5):
+        seen += len(chunk)
+        assert len(loads) == seen  # nothing read ahead of the batch being scored
+        assert len(chunk) <= 5 and len(logits) == len(chunk)
+    assert seen == len(refs)
+
+
+def test_predict_cli_writes_csv(
+    bundle_dir: Path, tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "scores.csv"
+    assert (
+        main(
+            [
+                "predict",
+                "--bundle",
+                str(bundle_dir),
+                "--graphs",
+                str(tiny_dataset / "graphs"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == [
+        "TARGET",
+        "MODEL",
+        "pred_raw",
+        "pred_calibrated",
+        "interval_low",
+        "interval_high",
+        "acceptable",
+        "rank_in_target",
+    ]
+    assert len(frame) == len(list((tiny_dataset / "graphs").rglob("*.pt")))
+    assert "graphs_per_s" in capsys.readouterr().err
+    copy = tmp_path / "tampered"
+    shutil.copytree(bundle_dir, copy)
+    (copy / "metrics.json").write_text("{}")
+    assert main(["predict", "--bundle", str(copy), "--graphs", str(tiny_dataset / "graphs")]) == 2
+
+
+def test_lock_provenance_reads_stage_hashes(tmp_path: Path) -> None:
+    lock = tmp_path / "dvc.lock"
+    lock.write_text(
+        "schema: '2.0'\nstages:\n  schema:\n    deps:\n"
+        "    - path: src/graphqa/schema.py\n      md5: abc\n"
+        "    - path: data/dataset/graphs\n      md5: def.dir\n"
+    )
+    prov = lock_provenance(lock, ["schema"])
+    assert prov["code_md5"] == {"src/graphqa/schema.py": "abc"}
+    assert prov["data_md5"] == {"data/dataset/graphs": "def.dir"}
+    with pytest.raises(DataContractError, match=r"stages\.missing"):
+        lock_provenance(lock, ["missing"])
+
+
+def test_verify_bundle_returns_the_manifest(bundle_dir: Path) -> None:
+    manifest = verify_bundle(bundle_dir)
+    assert manifest["format"] == "graphqa.bundle/1" and "model.safetensors" in manifest["files"]
