@@ -14,9 +14,12 @@ def main() -> None:
     parser.add_argument("--lock", default="dvc.lock")
     parser.add_argument("--out", default="runs/bundle")
     args = parser.parse_args()
-    manifest = bundle_from_pipeline(final_dir=args.final_dir,
-                                    calibration_dir=args.calibration_dir,
-                                    lock_path=args.lock, out_dir=args.out)
+    manifest = bundle_from_pipeline(
+        final_dir=args.final_dir,
+        calibration_dir=args.calibration_dir,
+        lock_path=args.lock,
+        out_dir=args.out,
+    )
     print(f"bundle: {args.out} with {len(manifest['files'])} verified files")
 
 

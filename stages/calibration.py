@@ -15,8 +15,12 @@ def main() -> None:
     parser.add_argument("--schema-dir", default="data/schema")
     parser.add_argument("--out", default="runs/calibration")
     args = parser.parse_args()
-    calibrate_final(cfg=load_params(args.params).calibration, model_path=args.model,
-                    schema_dir=args.schema_dir, out_dir=args.out)
+    calibrate_final(
+        cfg=load_params(args.params).calibration,
+        model_path=args.model,
+        schema_dir=args.schema_dir,
+        out_dir=args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -15,10 +15,14 @@ def main() -> None:
     parser.add_argument("--out", default="runs/evaluate")
     args = parser.parse_args()
     params = load_params(args.params)
-    evaluate_bundle(bundle_dir=args.bundle, graph_dir=params.paths.graph_dir,
-                    labels_csv=params.paths.test_labels, out_dir=args.out,
-                    batch_size=params.evaluate.batch_size,
-                    bins=params.calibration.reliability_bins)
+    evaluate_bundle(
+        bundle_dir=args.bundle,
+        graph_dir=params.paths.graph_dir,
+        labels_csv=params.paths.test_labels,
+        out_dir=args.out,
+        batch_size=params.evaluate.batch_size,
+        bins=params.calibration.reliability_bins,
+    )
 
 
 if __name__ == "__main__":

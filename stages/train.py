@@ -30,10 +30,11 @@ def main() -> None:
         run_dir=args.out,
         run_name=f"{args.seed}-{args.variant}",
     )
-    print(
-        f"train: {args.out}: best selection_metric {summary['best_selection_metric']} "
-        f"at epoch {summary['best_epoch']}"
-    )
+    if summary:  # empty on non-zero ranks of a multi-process run
+        print(
+            f"train: {args.out}: best selection_metric {summary['best_selection_metric']} "
+            f"at epoch {summary['best_epoch']}"
+        )
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ DIRECTIONS: dict[str, str] = {
 }
 TIE_BREAK = ("val_loss", "name")
 HEADLINE = ("selection_metric", "val_loss", "val_spearman", "val_regret", "val_hit_rate")
+#: What selection stages put in their DVC metrics file (few, so `dvc exp show` stays narrow).
+METRICS_FILE_KEYS = ("selection_metric", "val_loss", "val_spearman")
 
 
 @dataclass(frozen=True)
@@ -198,7 +200,9 @@ def write_selection(
     }
     (out_dir / "selection.json").write_text(dump_json(selection))
     (out_dir / "leaderboard.csv").write_text(leaderboard_csv(ranked, cfg.primary_metric))
-    write_json(out_dir / "metrics.json", {f"{metric_prefix}{m}": win.value(m) for m in HEADLINE})
+    write_json(
+        out_dir / "metrics.json", {f"{metric_prefix}{m}": win.value(m) for m in METRICS_FILE_KEYS}
+    )
     return selection
 
 
