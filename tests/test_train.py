@@ -275,3 +275,16 @@ def test_resumed_run_matches_uninterrupted_run(tiny_schema_dir: Path, tmp_path: 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"summary\.json"):
         resume_run(tmp_path)
+
+
+def test_mlflow_enabled_without_mlflow_warns_and_trains(
+    tiny_schema_dir: Path, tmp_path: Path
+) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("mlflow") is not None:
+        pytest.skip("mlflow is installed here; this checks the fallback without it")
+    params = parse_params({}, {**TINY_OVERRIDES, "trainer.max_epochs": 1, "mlflow.enabled": True})
+    with pytest.warns(UserWarning, match="mlflow is not installed"):
+        summary = train_run(params=params, schema_dir=tiny_schema_dir, run_dir=tmp_path / "r")
+    assert summary["metrics"]["epochs_trained"] == 1
