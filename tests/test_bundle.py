@@ -16,7 +16,8 @@ from graphqa.bundle import build_bundle, load_bundle, lock_provenance, verify_bu
 from graphqa.cli import main
 from graphqa.contract import DataContractError, save_graph, write_json
 from graphqa.data import PackedSplit
-from graphqa.predict import packed_logits, predict_with_bundle, stream_logits
+from graphqa.predict import predict_with_bundle, stream_logits
+from graphqa.scoring import packed_logits
 from graphqa.train import load_module
 
 CALIBRATION = {

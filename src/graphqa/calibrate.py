@@ -394,7 +394,7 @@ def calibrate_final(
 
     from graphqa.contract import write_json
     from graphqa.data import PackedSplit
-    from graphqa.predict import packed_logits
+    from graphqa.scoring import packed_logits
     from graphqa.train import load_module
 
     split = PackedSplit.load(Path(schema_dir) / "packed" / "val_calib.pt")

@@ -26,8 +26,8 @@ from graphqa.contract import (
 )
 from graphqa.data import PackedSplit
 from graphqa.model import TopoQANet
-from graphqa.predict import packed_logits
 from graphqa.schema import FeatureSchema
+from graphqa.scoring import packed_logits
 
 GroupMode = Literal["slot", "column"]
 _SLOT_PART = re.compile(r"^s\d+(_s\d+)*$")

@@ -1,7 +1,7 @@
-"""Scoring graphs with a trained model or a shipped bundle.
+"""Scoring graph folders with a shipped bundle (and the per-target ranking report).
 
-Packed splits are scored in large slices (no per-graph objects); graph folders are streamed
-from disk a batch at a time, so memory does not grow with the number of graphs.
+Graph folders are streamed from disk a batch at a time, so memory does not grow with the
+number of graphs; every graph is validated against the bundle's schema before it is scored.
 """
 
 from __future__ import annotations
@@ -25,65 +25,9 @@ from graphqa.contract import (
     read_json,
     target_of,
 )
-from graphqa.data import PackedSplit
 from graphqa.metrics import pearson, spearman
 from graphqa.model import TopoQANet
 from graphqa.schema import FeatureSchema, match_labels, read_labels, resolve_schema, validate_graph
-
-
-@dataclass(frozen=True)
-class PackedSlice:
-    start: int
-    stop: int
-    x: Tensor
-    edge_index: Tensor
-    edge_attr: Tensor
-    batch: Tensor
-
-
-def packed_slices(
-    split: PackedSplit,
-    batch_graphs: int = 256,
-    x: Tensor | None = None,
-    edge_attr: Tensor | None = None,
-) -> Iterator[PackedSlice]:
-    """Consecutive graph slices of a packed split as ready-made batch tensors; ``x`` and
-    ``edge_attr`` may substitute the split's own (e.g. with shuffled columns)."""
-    x = split.x if x is None else x
-    edge_attr = split.edge_attr if edge_attr is None else edge_attr
-    for start in range(0, len(split), batch_graphs):
-        stop = min(start + batch_graphs, len(split))
-        n0, n1 = int(split.node_ptr[start]), int(split.node_ptr[stop])
-        e0, e1 = int(split.edge_ptr[start]), int(split.edge_ptr[stop])
-        nodes = split.node_ptr[start + 1 : stop + 1] - split.node_ptr[start:stop]
-        edges = split.edge_ptr[start + 1 : stop + 1] - split.edge_ptr[start:stop]
-        offsets = torch.repeat_interleave(split.node_ptr[start:stop] - n0, edges)
-        yield PackedSlice(
-            start=start,
-            stop=stop,
-            x=x[n0:n1],
-            edge_index=split.edge_index[:, e0:e1] + offsets,
-            edge_attr=edge_attr[e0:e1],
-            batch=torch.repeat_interleave(torch.arange(stop - start), nodes),
-        )
-
-
-@torch.no_grad()
-def packed_logits(
-    net: TopoQANet,
-    split: PackedSplit,
-    batch_graphs: int = 256,
-    x: Tensor | None = None,
-    edge_attr: Tensor | None = None,
-) -> Tensor:
-    """Logits for every graph of a packed split (eval mode), float64."""
-    net = net.eval()
-    out = [
-        net(s.x, s.edge_index, s.edge_attr, s.batch, s.stop - s.start).double()
-        for s in packed_slices(split, batch_graphs, x, edge_attr)
-    ]
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
-
 
 # --------------------------------------------------------------------------------------------
 # Graph folders
@@ -193,12 +137,6 @@ def ranking_report(
         col = targets[f"top{top_k}_hit_{t:.2f}"].dropna()
         rollup[f"hit_rate_{round(t * 100):03d}"] = float(col.mean()) if len(col) else None
     return targets, rollup
-
-
-def timed(fn: Any) -> tuple[Any, float]:
-    start = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - start
 
 
 # --------------------------------------------------------------------------------------------

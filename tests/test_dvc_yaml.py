@@ -1,0 +1,60 @@
+"""dvc.yaml hygiene: every stage depends on all the graphqa code it runs (so editing a module
+reruns its users) and the repo's DVC config keeps analytics and update checks off."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import REPO
+
+SRC = REPO / "src" / "graphqa"
+
+
+def graphqa_imports(path: Path) -> set[str]:
+    """Modules of graphqa a file imports (at any depth, function-level imports included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("graphqa"):
+            parts = node.module.split(".")
+            if len(parts) == 1:
+                found |= {alias.name for alias in node.names}
+            else:
+                found.add(parts[1])
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("graphqa.")}
+    return {m for m in found if (SRC / f"{m}.py").exists()}
+
+
+def code_closure(script: Path) -> set[str]:
+    """``src/graphqa/*.py`` paths a stage script can execute, transitively."""
+    todo, seen = list(graphqa_imports(script)), set()
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo += graphqa_imports(SRC / f"{module}.py")
+    return {f"src/graphqa/{m}.py" for m in seen}
+
+
+def stages() -> list[tuple[str, dict]]:
+    return list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items())
+
+
+@pytest.mark.parametrize(("name", "stage"), stages(), ids=[n for n, _ in stages()])
+def test_stage_depends_on_all_code_it_runs(name: str, stage: dict) -> None:
+    script = re.search(r"python (stages/\S+\.py)", stage["cmd"]).group(1)
+    deps = set(stage["deps"])
+    assert script in deps
+    missing = code_closure(REPO / script) - deps
+    assert not missing, f"stage {name} runs but does not depend on {sorted(missing)}"
+
+
+def test_dvc_config_keeps_analytics_and_update_checks_off() -> None:
+    config = (REPO / ".dvc" / "config").read_text()
+    assert re.search(r"analytics\s*=\s*false", config)
+    assert re.search(r"check_update\s*=\s*false", config)
