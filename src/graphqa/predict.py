@@ -22,7 +22,6 @@ from graphqa.contract import (
     DataContractError,
     list_graph_files,
     load_graph,
-    read_json,
     target_of,
 )
 from graphqa.metrics import pearson, spearman
@@ -215,6 +214,7 @@ def predict_with_bundle(
     frame = score_frame(keys, all_logits, bundle.calibration, bundle.thresholds, labels)
     report: dict[str, Any] = {
         "graphs": len(frame),
+        "interval_half_width": float(bundle.calibration["conformal"]["half_width"]),
         "seconds": round(seconds, 3),
         "graphs_per_s": round(len(frame) / seconds, 1) if seconds > 0 else None,
     }
@@ -247,8 +247,7 @@ def evaluate_bundle(
     out_dir.mkdir(parents=True, exist_ok=True)
     true = frame["dockq"].to_numpy(float)
     raw, cal = frame["pred_raw"].to_numpy(float), frame["pred_calibrated"].to_numpy(float)
-    half = float(read_json(Path(bundle_dir) / "calibration.json")["conformal"]["half_width"])
-    coverage = interval_coverage(cal, true, half)
+    coverage = interval_coverage(cal, true, report["interval_half_width"])
     m = report["metrics"]
     metrics = {
         "test_pearson": m["pearson"],
