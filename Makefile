@@ -4,6 +4,7 @@ VENV   ?= .venv
 PYTHON ?= python3
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+MLFLOW := $(VENV)/.installed-mlflow
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: install repro test lint bench clean-venv
@@ -14,12 +15,17 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# The optional MLflow extra (mlflow-skinny, pinned): `make test` needs it for the MLflow tests.
+$(MLFLOW): $(STAMP) requirements-mlflow.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -r requirements-mlflow.lock -c requirements.lock
+	touch $(MLFLOW)
+
 install: $(STAMP)
 
 repro: install
 	$(BIN)/dvc repro
 
-test: install
+test: install $(MLFLOW)
 	$(BIN)/python -m pytest
 
 lint: install
@@ -29,6 +35,7 @@ lint: install
 bench: install
 	$(BIN)/python benchmarks/load_packed.py
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/numerics_cost.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -72,11 +72,16 @@ def load_per_file(graph_dir: Path, labels: Path, split: str = "train") -> list[D
     graphs = []
     for i, record in enumerate(records):
         data = load_graph(files[record.key])
-        graphs.append(Data(
-            x=data.x, edge_index=data.edge_index, edge_attr=data.edge_attr,
-            y=torch.tensor([record.dockq], dtype=torch.float32),
-            target_id=torch.tensor([index[record.target]]), graph_id=torch.tensor([i]),
-        ))
+        graphs.append(
+            Data(
+                x=data.x,
+                edge_index=data.edge_index,
+                edge_attr=data.edge_attr,
+                y=torch.tensor([record.dockq], dtype=torch.float32),
+                target_id=torch.tensor([index[record.target]]),
+                graph_id=torch.tensor([i]),
+            )
+        )
     return graphs
 
 
@@ -115,11 +120,17 @@ def generated_inputs(params: Path, work: Path) -> Inputs:
     cfg = load_params(params).dataset
     generate_dataset(cfg=cfg, out_dir=work / "dataset")
     labels = work / "dataset" / "labels" / "train.csv"
-    check_dataset(graph_dir=work / "dataset" / "graphs", label_files={"train": str(labels)},
-                  out_dir=work / "schema")
-    return Inputs(graph_dir=work / "dataset" / "graphs", labels=labels,
-                  packed=work / "schema" / "packed" / "train.pt",
-                  source=f"generated from {params} into a temporary folder")
+    check_dataset(
+        graph_dir=work / "dataset" / "graphs",
+        label_files={"train": str(labels)},
+        out_dir=work / "schema",
+    )
+    return Inputs(
+        graph_dir=work / "dataset" / "graphs",
+        labels=labels,
+        packed=work / "schema" / "packed" / "train.pt",
+        source=f"generated from {params} into a temporary folder",
+    )
 
 
 def resolve(path: Path) -> Path:
@@ -146,38 +157,60 @@ def run(inputs: Inputs, repeats: int, n_checks: int) -> None:
     print(f"  graphs  {inputs.graph_dir}")
     print(f"  labels  {inputs.labels}")
     print(f"  packed  {inputs.packed}")
-    print(f"sanity: per-file and packed tensors identical for graphs {checked} "
-          f"({', '.join(COMPARED)})")
+    print(
+        f"sanity: per-file and packed tensors identical for graphs {checked} "
+        f"({', '.join(COMPARED)})"
+    )
     print(f"median of {repeats} run(s), warm page cache for both (cache cannot be dropped here)")
     print()
     print(f"{'graphs':>8}  {'per-file s':>11}  {'packed s':>9}  {'ratio':>7}")
     print(f"{n_graphs:>8}  {t_file:>11.4f}  {t_packed:>9.4f}  {ratio:>6.1f}×")
     print()
-    print(f"packed is {ratio:.1f}× faster ({n_graphs / t_file:,.0f} vs "
-          f"{n_graphs / t_packed:,.0f} graphs/s)")
-    print(f"all runs (s): per-file {[round(s, 4) for s in per_file_s]}, "
-          f"packed {[round(s, 4) for s in packed_s]}")
+    print(
+        f"packed is {ratio:.1f}× faster ({n_graphs / t_file:,.0f} vs "
+        f"{n_graphs / t_packed:,.0f} graphs/s)"
+    )
+    print(
+        f"all runs (s): per-file {[round(s, 4) for s in per_file_s]}, "
+        f"packed {[round(s, 4) for s in packed_s]}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--graph-dir", type=Path, default=DEFAULT_GRAPH_DIR,
-                        help="graph folder (relative paths: to the repo root)")
+    parser.add_argument(
+        "--graph-dir",
+        type=Path,
+        default=DEFAULT_GRAPH_DIR,
+        help="graph folder (relative paths: to the repo root)",
+    )
     parser.add_argument("--labels", type=Path, default=DEFAULT_LABELS, help="label CSV")
     parser.add_argument("--packed", type=Path, default=DEFAULT_PACKED, help="packed split file")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"),
-                        help="params file for --generate (dataset section)")
-    parser.add_argument("--generate", action="store_true",
-                        help="generate a fresh dataset in a temporary folder even if data exists")
+    parser.add_argument(
+        "--params",
+        type=Path,
+        default=Path("params.yaml"),
+        help="params file for --generate (dataset section)",
+    )
+    parser.add_argument(
+        "--generate",
+        action="store_true",
+        help="generate a fresh dataset in a temporary folder even if data exists",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per way (median)")
-    parser.add_argument("--checks", type=int, default=5,
-                        help="graphs compared tensor by tensor (sanity)")
+    parser.add_argument(
+        "--checks", type=int, default=5, help="graphs compared tensor by tensor (sanity)"
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.checks < 1:
         parser.error("--repeats and --checks must be >= 1")
 
-    existing = Inputs(graph_dir=resolve(args.graph_dir), labels=resolve(args.labels),
-                      packed=resolve(args.packed), source="existing pipeline output")
+    existing = Inputs(
+        graph_dir=resolve(args.graph_dir),
+        labels=resolve(args.labels),
+        packed=resolve(args.packed),
+        source="existing pipeline output",
+    )
     have = all(p.exists() for p in (existing.graph_dir, existing.labels, existing.packed))
     if have and not args.generate:
         run(existing, args.repeats, args.checks)

@@ -43,9 +43,9 @@ from lightning.pytorch.callbacks import Callback
 from graphqa.config import Params, load_params
 from graphqa.data import GraphQADataModule
 from graphqa.model import TopoQANet, build_net
+from graphqa.module import GraphQAModule
 from graphqa.schema import FEATURE_METADATA, FeatureSchema
 from graphqa.train import (
-    GraphQAModule,
     RunPaths,
     build_trainer,
     configure_determinism,

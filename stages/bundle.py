@@ -5,23 +5,20 @@ from __future__ import annotations
 import argparse
 
 from graphqa.bundle import bundle_from_pipeline
+from graphqa.stage import run_stage
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--final-dir", default="runs/final_selection")
+    parser.add_argument("--model-dir", default="runs/final_model")
     parser.add_argument("--calibration-dir", default="runs/calibration")
-    parser.add_argument("--lock", default="dvc.lock")
     parser.add_argument("--out", default="runs/bundle")
     args = parser.parse_args()
     manifest = bundle_from_pipeline(
-        final_dir=args.final_dir,
-        calibration_dir=args.calibration_dir,
-        lock_path=args.lock,
-        out_dir=args.out,
+        model_dir=args.model_dir, calibration_dir=args.calibration_dir, out_dir=args.out
     )
     print(f"bundle: {args.out} with {len(manifest['files'])} verified files")
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, "bundle")

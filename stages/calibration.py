@@ -6,12 +6,13 @@ import argparse
 
 from graphqa.calibrate import calibrate_final
 from graphqa.config import load_params
+from graphqa.stage import run_stage
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--model", default="runs/final_selection/model.ckpt")
+    parser.add_argument("--model", default="runs/final_model/model.ckpt")
     parser.add_argument("--schema-dir", default="data/schema")
     parser.add_argument("--out", default="runs/calibration")
     args = parser.parse_args()
@@ -24,4 +25,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, "calibration")

@@ -6,6 +6,7 @@ import argparse
 
 from graphqa.config import load_params
 from graphqa.dataset import generate_dataset
+from graphqa.stage import run_stage
 
 
 def main() -> None:
@@ -22,4 +23,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, "dataset")

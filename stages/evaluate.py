@@ -1,4 +1,5 @@
-"""Stage `evaluate`: score the test split with the bundle -> runs/evaluate/."""
+"""Stage `evaluate`: score the test split with the bundle, beside the reference rankers
+(random pick; pooled-feature trees fitted on the packed train/val splits) -> runs/evaluate/."""
 
 from __future__ import annotations
 
@@ -6,24 +7,31 @@ import argparse
 
 from graphqa.config import load_params
 from graphqa.predict import evaluate_bundle
+from graphqa.stage import run_stage
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--bundle", default="runs/bundle")
+    parser.add_argument("--schema-dir", default="data/schema")
     parser.add_argument("--out", default="runs/evaluate")
     args = parser.parse_args()
     params = load_params(args.params)
+    evaluate = params.evaluate
     evaluate_bundle(
         bundle_dir=args.bundle,
         graph_dir=params.paths.graph_dir,
         labels_csv=params.paths.test_labels,
         out_dir=args.out,
-        batch_size=params.evaluate.batch_size,
+        schema_dir=args.schema_dir,
+        batch_size=evaluate.batch_size,
         bins=params.calibration.reliability_bins,
+        # optional params keys (module defaults until params.yaml carries them)
+        n_resamples=evaluate.bootstrap_resamples,
+        seed=evaluate.bootstrap_seed,
     )
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, "evaluate")

@@ -1,4 +1,7 @@
-"""Stage `final_selection`: the sweep winner vs every fine-tuned run -> runs/final_selection/."""
+"""Stage `final_selection`: the sweep winner vs every fine-tuned run -> runs/final_selection/.
+
+A fine-tune replaces the sweep winner only if it beats it beyond the noise: per-target
+differences on val with a bootstrap interval over targets (see graphqa.final_selection)."""
 
 from __future__ import annotations
 
@@ -6,7 +9,8 @@ import argparse
 from pathlib import Path
 
 from graphqa.config import load_params
-from graphqa.select import select_final
+from graphqa.final_selection import select_final
+from graphqa.stage import run_stage
 
 
 def main() -> None:
@@ -15,6 +19,7 @@ def main() -> None:
     parser.add_argument("--selection-dir", default="runs/selection")
     parser.add_argument("--phase1-dir", default="runs/finetune_phase1")
     parser.add_argument("--phase2-root", default="runs/finetune_phase2")
+    parser.add_argument("--schema-dir", default="data/schema")
     parser.add_argument("--out", default="runs/final_selection")
     args = parser.parse_args()
     params = load_params(args.params)
@@ -29,9 +34,10 @@ def main() -> None:
         params=params,
         selection_dir=args.selection_dir,
         finetune_dirs=finetune_dirs,
+        schema_dir=args.schema_dir,
         out_dir=args.out,
     )
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, "final_selection")

@@ -6,6 +6,7 @@ import argparse
 
 from graphqa.config import load_params
 from graphqa.finetune import finetune_run
+from graphqa.stage import run_stage
 
 
 def main() -> None:
@@ -30,4 +31,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, "finetune")

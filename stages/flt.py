@@ -6,13 +6,14 @@ import argparse
 
 from graphqa.config import load_params
 from graphqa.flt import score_groups
+from graphqa.stage import run_stage
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--schema-dir", default="data/schema")
-    parser.add_argument("--model", default="runs/final_selection/model.ckpt")
+    parser.add_argument("--model", default="runs/final_selection/winner/model.ckpt")
     parser.add_argument("--out", default="runs/flt")
     args = parser.parse_args()
     score_groups(
@@ -24,4 +25,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, "flt")

@@ -1,4 +1,4 @@
-"""Stage `flt_retrain@<keep>`: retrain the sweep winner's recipe on one FLT mask."""
+"""Stage `flt_retrain@<keep>-<seed>`: retrain the sweep winner's recipe on one FLT mask."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ import argparse
 
 from graphqa.config import load_params
 from graphqa.flt import retrain
+from graphqa.stage import run_stage
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--keep", type=float, required=True)
+    parser.add_argument("--seed", type=int, required=True, help="dataloader.seed of the retrain")
     parser.add_argument("--flt-dir", default="runs/flt")
     parser.add_argument("--selection-dir", default="runs/selection")
     parser.add_argument("--schema-dir", default="data/schema")
@@ -20,6 +22,7 @@ def main() -> None:
     retrain(
         params=load_params(args.params),
         keep_frac=args.keep,
+        seed=args.seed,
         flt_dir=args.flt_dir,
         selection_dir=args.selection_dir,
         schema_dir=args.schema_dir,
@@ -28,4 +31,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, "flt_retrain")

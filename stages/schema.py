@@ -6,6 +6,7 @@ import argparse
 
 from graphqa.config import load_params
 from graphqa.schema import check_dataset
+from graphqa.stage import run_stage
 
 
 def main() -> None:
@@ -20,11 +21,17 @@ def main() -> None:
         out_dir=args.out,
         verify_manifest=params.schema_check.verify_manifest,
         allow_missing_graphs=params.schema_check.allow_missing_graphs,
+        manifest_ignore_metadata=params.schema_check.manifest_ignore_metadata,
+        metadata_path=params.paths.metadata_path,
+        summary_path=params.paths.summary_path,
     )
     for split in params.paths.label_files():
+        if split not in coverage:  # header-only tuning CSV: no tuning split
+            print(f"schema: {split}: no labelled graphs (split not used)")
+            continue
         info = coverage[split]
         print(f"schema: {split}: {info['usable']}/{info['total']} labelled graphs usable")
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, "schema")

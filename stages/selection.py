@@ -6,6 +6,7 @@ import argparse
 
 from graphqa.config import load_params
 from graphqa.select import select_sweep
+from graphqa.stage import run_stage
 
 
 def main() -> None:
@@ -18,4 +19,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, "selection")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from graphqa.config import load_params
+from graphqa.stage import run_stage
 from graphqa.train import train_run
 
 
@@ -38,4 +39,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, "train")

@@ -32,6 +32,7 @@ TINY_OVERRIDES = {
     "finetune.phase2.seeds": [101],
     "finetune.phase2.overrides": {"optimizer.learning_rate": 0.001, "trainer.max_epochs": 1},
     "flt.keep_fracs": [1.0, 0.5],
+    "flt.seeds": [0],
     "flt.permutation_repeats": 1,
 }
 

@@ -12,13 +12,20 @@ import pytest
 import torch
 from torch_geometric.data import Data
 
-from graphqa.bundle import build_bundle, load_bundle, lock_provenance, verify_bundle
+from graphqa.bundle import (
+    build_bundle,
+    input_provenance,
+    load_bundle,
+    mask_from_config,
+    sha256_file,
+    verify_bundle,
+)
 from graphqa.cli import main
 from graphqa.contract import DataContractError, save_graph, write_json
 from graphqa.data import PackedSplit
+from graphqa.module import load_module
 from graphqa.predict import predict_with_bundle, stream_logits
 from graphqa.scoring import packed_logits
-from graphqa.train import load_module
 
 CALIBRATION = {
     "method": "temperature",
@@ -136,14 +143,19 @@ def test_predict_scores_calibrates_ranks_and_reports(bundle_dir: Path, tiny_data
         assert top["pred_calibrated"].iloc[0] == group["pred_calibrated"].max()
         assert sorted(group["rank_in_target"]) == list(range(1, len(group) + 1))
     assert set(report["metrics"]) >= {
-        "pearson",
-        "spearman",
+        "n_targets",
+        "mse",
         "mae",
+        "pearson",
+        "spearman_pooled",
+        "spearman_per_target_mean",
         "ranking_loss",
-        "hit_rate_023",
-        "hit_rate_049",
-        "hit_rate_080",
+        "hits_023",
+        "hits_049",
+        "hits_080",
     }
+    # a bundle from before target-grouped intervals reads as a plain split interval
+    assert report["interval"]["method"] == "split" and not report["interval"]["guaranteed"]
     assert report["graphs"] == len(truth) and report["graphs_per_s"] > 0
 
 
@@ -202,18 +214,27 @@ def test_predict_cli_writes_csv(
     assert main(["predict", "--bundle", str(copy), "--graphs", str(tiny_dataset / "graphs")]) == 2
 
 
-def test_lock_provenance_reads_stage_hashes(tmp_path: Path) -> None:
-    lock = tmp_path / "dvc.lock"
-    lock.write_text(
-        "schema: '2.0'\nstages:\n  schema:\n    deps:\n"
-        "    - path: src/graphqa/schema.py\n      md5: abc\n"
-        "    - path: data/dataset/graphs\n      md5: def.dir\n"
-    )
-    prov = lock_provenance(lock, ["schema"])
-    assert prov["code_md5"] == {"src/graphqa/schema.py": "abc"}
-    assert prov["data_md5"] == {"data/dataset/graphs": "def.dir"}
-    with pytest.raises(DataContractError, match=r"stages\.missing"):
-        lock_provenance(lock, ["missing"])
+def test_provenance_hashes_the_files_the_bundle_reads(tmp_path: Path) -> None:
+    (tmp_path / "a.ckpt").write_bytes(b"weights")
+    prov = input_provenance({"model.ckpt": tmp_path / "a.ckpt"}, {"data_sha256": {"x": "1"}})
+    assert prov["inputs_sha256"] == {"model.ckpt": sha256_file(tmp_path / "a.ckpt")}
+    assert prov["training"] == {"data_sha256": {"x": "1"}}
+
+
+def test_a_masked_model_ships_its_mask_derived_from_the_network(
+    tiny_run: Path, tiny_schema_dir: Path
+) -> None:
+    from dataclasses import replace
+
+    from graphqa.schema import FeatureSchema
+
+    schema = FeatureSchema.load(tiny_schema_dir / "feature_metadata.json")
+    config = load_module(tiny_run / "checkpoints" / "best.ckpt").net.config
+    assert mask_from_config(config, schema) is None  # unmasked: no mask file
+    masked = replace(config, node_keep=[0, 2], edge_keep=[1])
+    mask = mask_from_config(masked, schema)
+    assert mask["node_columns"] == [schema.node_columns[0], schema.node_columns[2]]
+    assert mask["edge_columns"] == [schema.edge_columns[1]]
 
 
 def test_verify_bundle_returns_the_manifest(bundle_dir: Path) -> None:

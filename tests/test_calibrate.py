@@ -14,14 +14,19 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import f1_score, matthews_corrcoef
 
 from graphqa.calibrate import (
+    INTERVAL_SCALES,
+    ConformalInterval,
     IsotonicCalibration,
     TemperatureScaling,
     conformal_half_width,
-    expected_calibration_error,
+    coverage_by_band,
+    difficulty_scale,
+    fit_conformal_interval,
     fit_isotonic,
     fit_temperature,
+    grouped_conformal_quantile,
     interval_coverage,
-    reliability_curve,
+    min_calibration_targets,
     threshold_sweep,
 )
 
@@ -244,34 +249,138 @@ def test_interval_coverage_by_hand() -> None:
     assert interval_coverage(np.array([0.5]), np.array([0.5]), 2.0)["mean_width"] == 1.0
     with pytest.raises(ValueError):
         interval_coverage(np.array([0.5]), np.array([0.5]), -0.1)
+    # one half-width per model: [0, 0.2] misses 0.25, [0.4, 0.6] has 0.5
+    per_model = interval_coverage(np.array([0.1, 0.5]), np.array([0.25, 0.5]), np.array([0.1, 0.1]))
+    assert per_model["coverage"] == 0.5 and per_model["mean_width"] == pytest.approx(0.2)
 
 
-# --------------------------------------------------------------------------- reliability
+def test_grouped_quantile_weights_targets_equally_by_hand() -> None:
+    # A: 4 models, scores .1 .2 .3 .4 (each 1/4 of A); B, C, D: one model each, score .5 .6 .7
+    # coverage 0.6, m = 4: need sum_j F_j(q) >= 5 * 0.6 = 3.
+    #   q = .4 -> F_A = 1, others 0 -> 1;  q = .5 -> 2;  q = .6 -> 3  => q = .6
+    scores = np.array([0.3, 0.1, 0.4, 0.2, 0.5, 0.6, 0.7])
+    groups = np.array(["A", "A", "A", "A", "B", "C", "D"])
+    assert grouped_conformal_quantile(scores, groups, 0.6) == (0.6, True)
+    # plain split conformal pools models: k = ceil(8 * 0.6) = 5 -> .5; A's 4 models count 4x
+    assert conformal_half_width(np.zeros(7), scores, 0.6) == 0.5
+    # coverage 0.8 needs >= 4 targets: 5 * 0.8 = 4 = m -> the largest score, still guaranteed
+    assert min_calibration_targets(0.8) == 4 and min_calibration_targets(0.9) == 9
+    assert grouped_conformal_quantile(scores, groups, 0.8) == (0.7, True)
+    # 0.9 needs 9 targets: no finite quantile, the largest score and no guarantee
+    assert grouped_conformal_quantile(scores, groups, 0.9) == (0.7, False)
 
 
-def test_reliability_curve_by_hand() -> None:
-    probs = np.array([0.05, 0.15, 0.15, 0.95, 1.0])
-    labels = np.array([0.0, 0.5, 0.1, 0.9, 0.6])
-    curve = reliability_curve(probs, labels, bins=10)
-    assert [(b["bin_lower"], b["bin_upper"], b["count"]) for b in curve] == [
-        (0.0, 0.1, 1),
-        (0.1, 0.2, 2),
-        (pytest.approx(0.9), 1.0, 2),  # 1.0 lands in the closed last bin; empty bins skipped
-    ]
-    assert [b["mean_predicted"] for b in curve] == pytest.approx([0.05, 0.15, 0.975])
-    assert [b["mean_observed"] for b in curve] == pytest.approx([0.0, 0.3, 0.75])
-    # ECE = 1/5 * 0.05 + 2/5 * 0.15 + 2/5 * 0.225
-    expected = 0.2 * 0.05 + 0.4 * 0.15 + 0.4 * 0.225
-    assert expected_calibration_error(probs, labels, bins=10) == pytest.approx(expected)
+def test_grouped_quantile_with_singleton_targets_is_split_conformal() -> None:
+    rng = np.random.default_rng(11)
+    for n in (9, 10, 24, 101):
+        scores = rng.random(n)
+        for coverage in (0.28, 0.5, 0.8, 0.9):
+            q, _ = grouped_conformal_quantile(scores, np.arange(n), coverage)
+            k = math.ceil((n + 1) * coverage - 1e-9)
+            assert q == (np.sort(scores)[k - 1] if k <= n else scores.max())
 
 
-def test_ece_zero_when_each_bin_is_calibrated() -> None:
-    probs = np.array([0.1, 0.3, 0.3, 0.8, 0.85])
-    labels = np.array([0.1, 0.2, 0.4, 0.9, 0.75])  # bin means match: 0.1, 0.3, 0.825
-    assert expected_calibration_error(probs, labels, bins=10) == pytest.approx(0.0, abs=1e-12)
-    assert len(reliability_curve(probs, labels, bins=1)) == 1
-    with pytest.raises(ValueError):
-        reliability_curve(np.array([1.2]), np.array([1.0]))
+def test_difficulty_scales_by_hand() -> None:
+    pred = np.array([0.5, 0.1, 0.0, 0.3])
+    groups = np.array(["A", "A", "B", "B"])
+    np.testing.assert_allclose(difficulty_scale(pred, groups, "none"), 1.0)
+    np.testing.assert_allclose(
+        difficulty_scale(pred, groups, "pvar", floor=0.05), [0.55, 0.35, 0.05, np.sqrt(0.21) + 0.05]
+    )
+    # population sd within target: A {.5, .1} -> .2, B {0, .3} -> .15
+    np.testing.assert_allclose(
+        difficulty_scale(pred, groups, "target_spread", floor=0.05), [0.25, 0.25, 0.2, 0.2]
+    )
+    with pytest.raises(ValueError, match="scale"):
+        difficulty_scale(pred, groups, "bogus")
+
+
+def test_conformal_interval_round_trips_and_reads_old_bundles() -> None:
+    pred = np.array([0.1, 0.2, 0.8, 0.5, 0.4, 0.3, 0.9, 0.05, 0.6, 0.7])
+    labels = np.array([0.15, 0.1, 0.7, 0.55, 0.2, 0.35, 1.0, 0.0, 0.5, 0.9])
+    groups = np.arange(10)  # one model per target
+    interval = fit_conformal_interval(pred, labels, groups, coverage=0.9, scale="pvar")
+    assert interval.guaranteed and interval.n_targets == 10 and interval.n == 10
+    again = ConformalInterval.from_dict(json.loads(json.dumps(interval.to_dict())))
+    assert again == interval
+    low, high = interval.bounds(pred, groups)
+    assert (low >= 0).all() and (high <= 1).all() and (low <= pred).all() and (pred <= high).all()
+    assert interval.guarantee().startswith("90% expected coverage of the models of a new target")
+    old = ConformalInterval.from_dict({"coverage": 0.9, "half_width": 0.1})
+    assert old.method == "split" and not old.guaranteed
+    np.testing.assert_allclose(old.half_widths(pred, groups), 0.1)
+    few = fit_conformal_interval(pred[:4], labels[:4], groups[:4], coverage=0.9)
+    assert not few.guaranteed and few.guarantee().startswith("none")
+
+
+def test_coverage_by_band_by_hand() -> None:
+    # half-width 0.1: covered = [T, F, T, T, F]
+    pred = np.array([0.10, 0.10, 0.40, 0.60, 0.95])
+    labels = np.array([0.15, 0.30, 0.45, 0.55, 0.70])
+    groups = np.array(["A", "A", "A", "B", "B"])
+    rows = {r["band"]: r for r in coverage_by_band(pred, labels, np.full(5, 0.1), groups)}
+    assert rows["all"]["coverage"] == pytest.approx(3 / 5)
+    assert rows["all"]["coverage_target_mean"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert rows["<0.23"]["n_models"] == 1 and rows["<0.23"]["coverage"] == 1.0
+    # 0.23-0.49: A's 0.30 (missed) and 0.45 (covered) -> 1/2, one target
+    assert rows["0.23-0.49"]["coverage"] == 0.5 and rows["0.23-0.49"]["n_targets"] == 1
+    # 0.49-0.80: B's 0.55 (covered) and 0.70 (missed: [0.85, 1])
+    assert rows["0.49-0.80"]["coverage"] == 0.5
+    assert rows[">=0.80"] == {"band": ">=0.80", "n_models": 0, "n_targets": 0}
+
+
+def _targets_of_varied_difficulty(
+    rng: np.random.Generator, n_targets: int = 40
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """DockQ-like labels (mostly low); 30 % of targets are hard (residual sd 0.15-0.30 instead
+    of 0.02-0.06) and have fewer models (6-14 instead of 20-59), as hard complexes often yield
+    fewer decoys. Targets are exchangeable: any split of them is a random split."""
+    preds, labels, groups = [], [], []
+    for target in range(n_targets):
+        hard = rng.random() < 0.3
+        sd = rng.uniform(0.15, 0.30) if hard else rng.uniform(0.02, 0.06)
+        n = int(rng.integers(6, 15) if hard else rng.integers(20, 60))
+        y = rng.beta(0.6, 1.5, n)
+        preds.append(np.clip(y + sd * rng.standard_normal(n), 0.0, 1.0))
+        labels.append(y)
+        groups.append(np.full(n, target))
+    return np.concatenate(preds), np.concatenate(labels), np.concatenate(groups)
+
+
+def _target_mean_coverage(
+    pred: np.ndarray, labels: np.ndarray, groups: np.ndarray, half: np.ndarray | float
+) -> float:
+    half = np.broadcast_to(half, pred.shape)
+    covered = (labels >= pred - half) & (labels <= pred + half)
+    return float(np.mean([covered[groups == t].mean() for t in np.unique(groups)]))
+
+
+def test_target_grouped_interval_keeps_its_coverage_on_held_out_targets() -> None:
+    """Nominal 90 %: over 20 random splits into 20 calibration and 20 held-out targets, the
+    target-grouped interval covers >= 85 % of a held-out target's models on average (for every
+    difficulty scale); plain split conformal, dominated by the easy targets' many models, does
+    not."""
+    plain: list[float] = []
+    grouped: dict[str, list[float]] = {scale: [] for scale in INTERVAL_SCALES}
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        pred, labels, groups = _targets_of_varied_difficulty(rng)
+        calib = np.isin(groups, rng.permutation(40)[:20])
+        held = ~calib
+        half = conformal_half_width(pred[calib], labels[calib], coverage=0.9)
+        plain.append(_target_mean_coverage(pred[held], labels[held], groups[held], half))
+        for scale in INTERVAL_SCALES:
+            interval = fit_conformal_interval(
+                pred[calib], labels[calib], groups[calib], coverage=0.9, scale=scale
+            )
+            assert interval.guaranteed
+            halves = interval.half_widths(pred[held], groups[held])
+            grouped[scale].append(
+                _target_mean_coverage(pred[held], labels[held], groups[held], halves)
+            )
+    assert np.mean(plain) < 0.85  # the data really defeats the plain interval
+    for scale, coverages in grouped.items():
+        assert np.mean(coverages) >= 0.85, scale
 
 
 def test_calibration_stage_fits_on_val_calib_and_writes_policy(
@@ -296,10 +405,15 @@ def test_calibration_stage_fits_on_val_calib_and_writes_policy(
     assert calibration["n"] == len(val_calib)
     fit = calibration["fit"]["isotonic"]
     assert fit["loss_after"] <= fit["loss_before"]
-    assert calibration["conformal"]["half_width"] > 0
+    conformal = calibration["conformal"]
+    assert conformal["method"] == "target_grouped" and conformal["quantile"] > 0
+    assert conformal["n_targets"] == len(set(val_calib.targets))
+    assert conformal["guaranteed"] == (conformal["n_targets"] >= 9)  # 90 % needs 9 targets
     assert thresholds["acceptable_dockq"] == 0.23 and 0 <= thresholds["threshold"] <= 1
     predictions = (out / "val_calib_predictions.csv").read_text().splitlines()
-    assert predictions[0] == "MODEL,TARGET,dockq,logit,pred_raw,pred_calibrated"
+    assert predictions[0] == (
+        "MODEL,TARGET,dockq,logit,pred_raw,pred_calibrated,interval_low,interval_high"
+    )
     assert [line.split(",")[0] for line in predictions[1:]] == val_calib.models
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) == {
@@ -308,4 +422,18 @@ def test_calibration_stage_fits_on_val_calib_and_writes_policy(
         "acceptable_threshold",
         "acceptable_f1",
         "interval_half_width",
+        "interval_coverage",
+        "interval_coverage_target_mean",
+        "interval_n_targets",
+        "interval_guarantee",
     }
+    assert metrics["interval_guarantee"] == conformal["guarantee"]
+    bands = (out / "interval_coverage.csv").read_text().splitlines()
+    assert bands[0].startswith("split,band,n_models,n_targets,coverage")
+    assert [line.split(",")[1] for line in bands[1:]] == [
+        "all",
+        "<0.23",
+        "0.23-0.49",
+        "0.49-0.80",
+        ">=0.80",
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -133,3 +134,183 @@ def test_resume_command_refuses_a_folder_without_a_run(
 ) -> None:
     assert main(["resume", str(tmp_path)]) == 2
     assert "summary.json" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# graphqa validate: the graph builder's validator
+
+
+BUILDER_GRAPHS = Path("/work/shared/fixtures/builder_sample/graph_data")
+
+
+def _graphs_copy(tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(BUILDER_GRAPHS, tmp_path / "graph_data"))
+
+
+def _validate(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(["validate", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_validate_accepts_the_builder_fixture(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _validate([str(BUILDER_GRAPHS), "--workers", "2"], capsys)
+
+    assert code == 0
+    assert out.splitlines() == [
+        f"OK: 9 graphs verified against {BUILDER_GRAPHS / 'graph_manifest.json'} "
+        "(x 9, edge_index 9, edge_attr 9, metadata 9)"
+    ]
+    assert err == ""
+
+
+def test_validate_write_manifest_round_trip(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _graphs_copy(tmp_path)
+    written = tmp_path / "out" / "manifest.json"
+
+    code, out, _ = _validate([str(root), "--write-manifest", "--manifest", str(written)], capsys)
+
+    assert code == 0 and out.startswith("OK: 9 graphs wrote")
+    assert written.read_bytes() == (BUILDER_GRAPHS / "graph_manifest.json").read_bytes()
+    assert _validate([str(root), "--manifest", str(written)], capsys)[0] == 0
+    assert _validate([str(root), "--write-manifest", "--ignore-metadata"], capsys)[0] == 0
+    entries = json.loads((root / "graph_manifest.json").read_text())
+    assert all("metadata" not in e for e in entries.values())
+    assert _validate([str(root)], capsys)[0] == 0
+
+
+def _resave(root: Path, mutate: Any) -> Path:
+    from graphqa.contract import load_graph, save_graph
+
+    path = root / "2XYZ" / "2xyz_2.pt"
+    data = load_graph(path)
+    mutate(data)
+    save_graph(data, path)
+    return path
+
+
+def _set(name: str, value: Any) -> Any:
+    return lambda data: setattr(data, name, value(data))
+
+
+def _payload(root: Path) -> Path:
+    import torch
+
+    from graphqa.contract import load_graph
+
+    from .test_schema import _Payload
+
+    path = root / "2XYZ" / "2xyz_2.pt"
+    data = load_graph(path)
+    data.payload = _Payload(root / "marker.txt")
+    torch.save(data, path)
+    return path
+
+
+def _garbage(root: Path) -> Path:
+    path = root / "2XYZ" / "2xyz_2.pt"
+    path.write_bytes(path.read_bytes()[:300])
+    return path
+
+
+def _nan(data: Any) -> None:
+    data.x[1, 1] = float("nan")
+
+
+def _inf(data: Any) -> None:
+    data.edge_attr[0, 0] = float("inf")
+
+
+BAD_GRAPHS: list[tuple[str, Any, str]] = [
+    ("truncated", _garbage, "<file>"),
+    ("pickle_payload", _payload, "<file>"),
+    ("wrong_dims", lambda r: _resave(r, _set("x", lambda d: d.x[:, :6].clone())), "x"),
+    ("nan", lambda r: _resave(r, _nan), "x"),
+    ("inf", lambda r: _resave(r, _inf), "edge_attr"),
+    (
+        "edge_index_range",
+        lambda r: _resave(r, _set("edge_index", lambda d: d.edge_index + 50)),
+        "edge_index",
+    ),
+    ("edge_rows", lambda r: _resave(r, _set("edge_attr", lambda d: d.edge_attr[1:])), "edge_attr"),
+    ("empty", lambda r: _resave(r, _set("x", lambda d: d.x[:0])), "x"),
+]
+
+
+@pytest.mark.parametrize("write", [False, True], ids=["verify", "write"])
+@pytest.mark.parametrize(
+    ("breakage", "key"), [b[1:] for b in BAD_GRAPHS], ids=[b[0] for b in BAD_GRAPHS]
+)
+def test_validate_names_a_bad_graph_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], breakage: Any, key: str, write: bool
+) -> None:
+    root = _graphs_copy(tmp_path)
+    manifest_before = (root / "graph_manifest.json").read_bytes()
+    path = breakage(root)
+
+    code, out, err = _validate([str(root), *(["--write-manifest"] if write else [])], capsys)
+
+    assert code == 1 and out == ""
+    lines = err.splitlines()
+    assert "Traceback" not in err
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"{path}: '{key}': expected")
+    assert lines[1].startswith("FAILED: 1 problem(s) in 1 graph(s)")
+    assert (root / "graph_manifest.json").read_bytes() == manifest_before  # never half-written
+    assert not (root / "marker.txt").exists()
+
+
+def test_validate_refuses_changed_values_until_rehashed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _graphs_copy(tmp_path)
+    path = _resave(root, lambda d: d.edge_attr.mul_(2))
+
+    code, _, err = _validate([str(root), "--ignore-metadata"], capsys)
+
+    assert code == 1
+    assert err.splitlines()[0].startswith(f"{path}: 'edge_attr': expected sha256")
+    assert _validate([str(root), "--write-manifest"], capsys)[0] == 0  # a deliberate re-hash
+    assert _validate([str(root)], capsys)[0] == 0
+
+
+def test_validate_lists_only_the_first_mismatches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    root = _graphs_copy(tmp_path)
+    for i in range(12):
+        shutil.copyfile(root / "1ABC" / "1abc_1.pt", root / "1ABC" / f"1abc_extra{i:02d}.pt")
+
+    code, _, err = _validate([str(root)], capsys)
+
+    lines = err.splitlines()
+    assert code == 1
+    assert len(lines) == 12 and lines[10] == "... and 2 more"
+    assert lines[11].startswith("FAILED: 12 problem(s) in 12 graph(s)")
+
+
+@pytest.mark.parametrize("case", ["no_folder", "sidecar_not_json", "no_manifest"])
+def test_validate_bad_folder_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    root = _graphs_copy(tmp_path)
+    if case == "no_folder":
+        root, culprit = tmp_path / "nope", "paths.graph_dir"
+    elif case == "sidecar_not_json":
+        (root / "graph_metadata.json").write_text("{")
+        culprit = "graph_metadata.json: '<file>'"
+    else:
+        (root / "graph_manifest.json").unlink()
+        culprit = "--write-manifest"
+
+    code, _, err = _validate([str(root)], capsys)
+
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("graphqa: error: ")
+    assert culprit in err

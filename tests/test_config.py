@@ -147,8 +147,8 @@ def test_bad_value_names_dotted_key(tmp_path: Path, dotted: str, value: Any) -> 
         load_params(path)
 
     message = str(exc.value)
-    assert str(path) in message
-    assert f"  - {dotted}" in message
+    assert str(path) in message and "\n" not in message  # one line: file, key, what's wrong
+    assert f": {dotted}" in message
     assert "unknown key" not in message
 
 
@@ -190,7 +190,22 @@ def test_split_fractions_summing_to_one_are_accepted() -> None:
 
     params = parse_params({"dataset": {"split": split}})
 
-    assert params.dataset.split.model_dump() == pytest.approx(split)
+    assert params.dataset.split.model_dump() == pytest.approx({**split, "tuning": 0.0})
+
+
+def test_tuning_fraction_counts_towards_the_sum() -> None:
+    split = {"train": 0.5, "val": 0.1, "val_calib": 0.1, "test": 0.1}
+    with pytest.raises(ConfigError, match="must sum to 1"):
+        parse_params({"dataset": {"split": split}})
+    params = parse_params({"dataset": {"split": {**split, "tuning": 0.2}}})
+    assert params.dataset.split.tuning == 0.2
+
+
+def test_tuning_labels_add_a_tuning_split_only_when_set() -> None:
+    assert "tuning" not in parse_params({}).paths.label_files()
+    paths = parse_params({}, {"paths.tuning_labels": "labels/tuning.csv"}).paths
+    assert list(paths.label_files()) == ["train", "val", "val_calib", "test", "tuning"]
+    assert paths.label_files()["tuning"] == "labels/tuning.csv"
 
 
 # --------------------------------------------------------------------------------------------

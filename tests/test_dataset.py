@@ -25,9 +25,9 @@ from graphqa.contract import (
     TOPOLOGY_COLUMNS,
     list_graph_files,
     load_graph,
-    manifest_entry,
     target_of,
 )
+from graphqa.manifest import manifest_entry
 
 SPLITS = ("train", "val", "val_calib", "test")
 NODE_DIM = 172
@@ -254,3 +254,64 @@ def test_dockq_from_score_is_monotone_and_mostly_low() -> None:
     sample = dataset.dockq_from_score(np.random.default_rng(0).standard_normal(200_000))
     assert 0.60 < float((sample < 0.23).mean()) < 0.64
     assert 0.05 < float((sample >= 0.80).mean()) < 0.07
+
+
+# --------------------------------------------------------------------------------------------
+# Optional tuning split
+
+#: Default config (48 targets, seed 7): target index -> split as assigned before the tuning
+#: split existed. A zero tuning fraction must leave every split exactly as it was.
+SPLITS_BEFORE_TUNING = {
+    "train": [
+        *(0, 1, 3, 4, 6, 9, 10, 12, 13, 14, 16, 17, 18, 19, 20, 22, 24, 27, 28, 32, 35, 36),
+        *(37, 39, 40, 43, 44, 45, 47),
+    ],
+    "val": [7, 8, 26, 30, 33, 42, 46],
+    "val_calib": [15, 23, 25, 29, 38],
+    "test": [2, 5, 11, 21, 31, 34, 41],
+}
+
+
+def test_zero_tuning_fraction_keeps_every_split_as_before() -> None:
+    cfg = DatasetConfig()
+    assert cfg.split.tuning == 0.0
+    targets = [f"T{i:03d}" for i in range(cfg.n_targets)]
+    splits = dataset._split_targets(targets, cfg, np.random.default_rng(cfg.seed))
+    assert splits == {s: [f"T{i:03d}" for i in v] for s, v in SPLITS_BEFORE_TUNING.items()}
+
+
+def test_tiny_dataset_has_header_only_tuning_labels_and_same_splits(
+    tiny_dataset: Path, labels: dict[str, pd.DataFrame]
+) -> None:
+    assert (tiny_dataset / "labels" / "tuning.csv").read_text() == "MODEL,dockq,capri\n"
+    by_split = {s: sorted({target_of(m) for m in f["MODEL"]}) for s, f in labels.items()}
+    assert by_split == {  # as generated before the tuning split existed
+        "train": ["T0002", "T0005", "T0007", "T0008"],
+        "val": ["T0006"],
+        "val_calib": ["T0001", "T0003"],
+        "test": ["T0004"],
+    }
+    assert "tuning" not in _read_json(tiny_dataset / "ground_truth.json")["splits"]
+
+
+def test_tuning_fraction_assigns_disjoint_tuning_targets(
+    tmp_path: Path, tiny_dataset_cfg: DatasetConfig
+) -> None:
+    split = {"train": 0.4, "val": 0.1, "val_calib": 0.1, "test": 0.1, "tuning": 0.3}
+    cfg = tiny_dataset_cfg.model_copy(update={"n_targets": 10, "split": split})
+    cfg = DatasetConfig.model_validate(cfg.model_dump())
+    dataset.generate_dataset(cfg=cfg, out_dir=tmp_path / "ds")
+    targets = {
+        s: {
+            target_of(m)
+            for m in pd.read_csv(tmp_path / "ds" / "labels" / f"{s}.csv", dtype={"MODEL": str})[
+                "MODEL"
+            ]
+        }
+        for s in (*SPLITS, "tuning")
+    }
+    assert len(targets["tuning"]) == 3 and len(targets["train"]) == 4
+    union = set().union(*targets.values())
+    assert len(union) == sum(len(t) for t in targets.values()) == 10
+    truth = _read_json(tmp_path / "ds" / "ground_truth.json")
+    assert truth["splits"]["tuning"]["targets"] == 3

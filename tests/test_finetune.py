@@ -9,9 +9,12 @@ import pytest
 import torch
 
 from graphqa.config import Params, parse_params
+from graphqa.final_selection import select_final
 from graphqa.finetune import finetune_run
-from graphqa.select import select_final, select_sweep
-from graphqa.train import load_module, train_run
+from graphqa.model import build_net
+from graphqa.module import load_module
+from graphqa.select import select_sweep
+from graphqa.train import train_run
 
 from .conftest import TINY_OVERRIDES
 
@@ -49,7 +52,7 @@ def test_selection_records_winner_and_leaderboard(sweep: tuple[Params, Path]) ->
     assert metrics["sweep_selection_metric"] == pytest.approx(scores[0])
 
 
-def test_phases_resume_winner_weights_and_final_selection_picks_best(
+def test_phases_resume_winner_weights_and_final_selection_weighs_the_evidence(
     sweep: tuple[Params, Path], tiny_schema_dir: Path
 ) -> None:
     params, root = sweep
@@ -91,15 +94,65 @@ def test_phases_resume_winner_weights_and_final_selection_picks_best(
             "finetune_phase1": root / "ft1",
             "finetune_phase2/101": root / "ft2" / "101",
         },
+        schema_dir=tiny_schema_dir,
         out_dir=root / "final",
     )
-    names = [r["name"] for r in final["ranked"]]
-    assert sorted(names) == sorted([selection["winner"], "finetune_phase1", "finetune_phase2/101"])
-    best = min(final["ranked"], key=lambda r: r["metrics"]["selection_metric"])
-    assert final["winner"] == best["name"] and final["reason"].startswith(best["name"])
-    assert (root / "final" / "model.ckpt").read_bytes() == (
-        Path(best["run_dir"]) / "checkpoints" / "best.ckpt"
-    ).read_bytes()
+    names = {r["name"] for r in final["ranked"]}
+    # Every fine-tuned run (and its averaged model, if it has one) is weighed against the
+    # sweep winner, with the evidence on record.
+    assert {"finetune_phase1", "finetune_phase2/101", selection["winner"]} <= names
+    evidence = {e["candidate"]: e for e in final["evidence"]}
+    assert set(evidence) == names - {selection["winner"]}
+    for e in evidence.values():
+        assert e["reference"] == selection["winner"] and e["metric"] == "selection_metric"
+        lo, hi = e["ci"]
+        assert lo is None or lo <= e["mean_diff"] <= hi
+        assert e["adopted"] == (hi is not None and hi < 0)  # lower is better
+    adopted = [name for name, e in evidence.items() if e["adopted"]]
+    assert (final["winner"] in adopted) if adopted else (final["winner"] == selection["winner"])
+    chosen = next(r for r in final["ranked"] if r["name"] == final["winner"])
+    assert (root / "final" / "winner" / "model.ckpt").read_bytes() == (
+        Path(chosen["checkpoint"]).read_bytes()
+    )
+
+
+def test_finetuning_starts_from_the_winners_weights(
+    sweep: tuple[Params, Path], tiny_schema_dir: Path
+) -> None:
+    """With a vanishing learning rate a fine-tune must end where it started: at the winner's
+    weights, not at a fresh initialisation (which differs by ~0.1 everywhere)."""
+    _, root = sweep
+    frozen = parse_params(
+        {},
+        {
+            **SWEEP,
+            "finetune.phase1.overrides": {
+                "optimizer.learning_rate": 1e-12,
+                "trainer.max_epochs": 1,
+                "scheduler.type": "none",
+            },
+        },
+    )
+    finetune_run(
+        params=frozen,
+        phase=1,
+        seed=None,
+        selection_dir=root / "selection",
+        phase1_dir=root / "ft_frozen",
+        schema_dir=tiny_schema_dir,
+        out_dir=root / "ft_frozen",
+    )
+    winner = load_module(root / "selection" / "winner" / "model.ckpt").net.state_dict()
+    tuned = load_module(root / "ft_frozen" / "checkpoints" / "last.ckpt").net.state_dict()
+    fresh = build_net(load_module(root / "selection" / "winner" / "model.ckpt").net.config)
+    assert winner.keys() == tuned.keys()
+    learned = [k for k, v in winner.items() if v.is_floating_point() and "norm" not in k]
+    assert learned
+    for key in learned:
+        assert torch.allclose(tuned[key], winner[key], atol=1e-8), key
+    assert any(not torch.allclose(fresh.state_dict()[k], winner[k], atol=1e-3) for k in learned), (
+        "the winner's weights are indistinguishable from a fresh initialisation"
+    )
 
 
 def test_disabled_finetune_skips_cleanly_and_sweep_winner_goes_on(
@@ -123,8 +176,10 @@ def test_disabled_finetune_skips_cleanly_and_sweep_winner_goes_on(
         params=off,
         selection_dir=root / "selection",
         finetune_dirs={"finetune_phase1": out},
+        schema_dir=tiny_schema_dir,
         out_dir=root / "final_off",
     )
     selection = json.loads((root / "selection" / "selection.json").read_text())
     assert final["winner"] == selection["winner"]
     assert [r["name"] for r in final["ranked"]] == [selection["winner"]]
+    assert final["evidence"] == [] and "no fine-tuned run finished" in final["reason"]

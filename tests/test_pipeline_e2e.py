@@ -1,12 +1,19 @@
-"""`dvc repro` end to end in a temporary git copy of the repo, on the tiny params profile."""
+"""`dvc repro` end to end in a temporary git copy of the repo, on the tiny params profile.
+
+The tests in this module share one copy and run in file order: the first reproduces the whole
+pipeline (auditing every file each stage opens) and commits the result as the baseline the
+later ones change, restore from the run-cache, queue experiments against and diff with.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +25,17 @@ from .conftest import REPO, TINY_OVERRIDES
 
 pytestmark = pytest.mark.e2e
 
-COPIED = ["dvc.yaml", "params.yaml", "stages", "src", ".dvc/config", ".dvcignore", ".gitignore"]
+COPIED = [
+    "dvc.yaml",
+    "params.yaml",
+    "stages",
+    "src",
+    "masks",
+    ".dvc/config",
+    ".dvcignore",
+    ".gitignore",
+]
+AUDIT = Path(__file__).parent / "audit"
 
 
 def _env(tmp: Path) -> dict[str, str]:
@@ -40,7 +57,7 @@ def _env(tmp: Path) -> dict[str, str]:
             "GIT_COMMITTER_NAME": "graphqa-test",
             "GIT_COMMITTER_EMAIL": "test@example.invalid",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            "PYTHONPATH": str(tmp / "repo" / "src"),
+            "PYTHONPATH": f"{tmp / 'repo' / 'src'}{os.pathsep}{AUDIT}",
         }
     )
     return env
@@ -89,34 +106,56 @@ ALL_STAGES = (
     "finetune_phase2@101",
     "final_selection",
     "flt",
-    "flt_retrain@1.0",
-    "flt_retrain@0.5",
+    "flt_retrain@1.0-0",
+    "flt_retrain@0.5-0",
     "flt_summary",
+    "final_model",
     "calibration",
     "bundle",
     "evaluate",
 )
+TRAINING = {"train@0-base", "finetune_phase1", "finetune_phase2@101", "flt_retrain@1.0-0",
+            "flt_retrain@0.5-0"}  # fmt: skip
+DVC = [sys.executable, "-m", "dvc"]
 
 
 def _ran(output: str) -> set[str]:
     return {s for s in (*ALL_STAGES, "train@1-base") if f"Running stage '{s}'" in output}
 
 
-def test_repro_runs_then_caches_then_reruns_only_what_changed(
-    repo_copy: tuple[Path, dict[str, str]],
-) -> None:
+def _restored(output: str) -> set[str]:
+    return {s for s in ALL_STAGES if f"Stage '{s}' is cached - skipping run" in output}
+
+
+@pytest.fixture(scope="module")
+def baseline(repo_copy: tuple[Path, dict[str, str]]) -> tuple[Path, dict[str, str], str, Path]:
+    """The whole pipeline reproduced once with every stage's file accesses audited, then
+    committed as the baseline (dvc.lock + git-tracked metrics), as a user's repo would be."""
     repo, env = repo_copy
-    dvc = [sys.executable, "-m", "dvc"]
-    first = _run([*dvc, "repro"], repo, env)
+    audit = repo.parent / "audit"
+    audit.mkdir()
+    output = _run([*DVC, "repro"], repo, {**env, "GRAPHQA_AUDIT_DIR": str(audit)})
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-qm", "baseline"], repo, env)
+    return repo, env, output, audit
+
+
+def test_repro_runs_every_stage_then_nothing(baseline: tuple[Path, dict, str, Path]) -> None:
+    repo, env, first, _ = baseline
     assert _ran(first) == set(ALL_STAGES)
     assert json.loads((repo / "runs/train/0-base/metrics.json").read_text())["epochs_trained"] == 1
     assert (repo / "runs/train/0-base/checkpoints/best.ckpt").exists()
+    summary = json.loads((repo / "runs/train/0-base/summary.json").read_text())
+    # The stage process ran on the pinned numeric path, whatever this host supports.
+    assert summary["provenance"]["numerics"]["cpu_capability"] == "AVX2"
     final = json.loads((repo / "runs/final_selection/selection.json").read_text())
     assert final["winner"] in {"train/0-base", "finetune_phase1", "finetune_phase2/101"}
+    card = json.loads((repo / "runs/final_model/model.json").read_text())
+    assert card["model"] == final["winner"]  # flt.adopt is false by default
     assert (repo / "runs/bundle/bundle.json").exists()
     recommendation = json.loads((repo / "runs/flt_summary/recommendation.json").read_text())
     assert recommendation["keep_fraction"] in (1.0, 0.5)
-    shown = json.loads(_run([*dvc, "metrics", "show", "--json"], repo, env))
+    shown = json.loads(_run([*DVC, "metrics", "show", "--json"], repo, env))
     files = {f for rev in shown.values() for f in rev.get("data", {})}
     assert files == {
         "runs/selection/metrics.json",
@@ -127,35 +166,146 @@ def test_repro_runs_then_caches_then_reruns_only_what_changed(
     }
     lock = (repo / "dvc.lock").read_text()
     assert str(repo) not in lock and str(repo) not in (repo / "runs/bundle/params.json").read_text()
+    assert "dvc.lock" not in (repo / "runs/bundle/provenance.json").read_text()
 
-    second = _run([*dvc, "repro"], repo, env)
+    second = _run([*DVC, "repro"], repo, env)
     assert _ran(second) == set()
     assert "Data and pipelines are up to date" in second
 
+
+def _declared(lock: dict, stage: str) -> set[str]:
+    entry = lock["stages"][stage]
+    return {d["path"] for d in entry.get("deps", [])} | {o["path"] for o in entry.get("outs", [])}
+
+
+def _undeclared(repo: Path, record: dict, declared: set[str]) -> list[str]:
+    """Files in the repo a stage process touched that are neither declared nor inside a
+    declared folder. ``atomic_dir`` writes ``.<name>.tmp-*`` / ``.<name>.old-*`` siblings of a
+    declared output; they count as that output. Repository metadata is not data: DVCLive opens
+    the DVC repo (its root, ``.gitignore``, ``.dvcignore``, ``.git/``, ``.dvc/``) to learn
+    whether it runs inside a pipeline."""
+    bad = []
+    for kind, path in record["files"]:
+        rel = os.path.relpath(path, repo)
+        top = rel.split(os.sep)[0]
+        if rel.startswith("..") or "__pycache__" in rel or top in {".git", ".dvc"}:
+            continue
+        parts = [re.sub(r"^\.(.+)\.(tmp|old)-[^/]*$", r"\1", p) for p in Path(rel).parts]
+        rel = "/".join(parts) or "."
+        if rel in {".", "params.yaml", ".gitignore", ".dvcignore"} or any(
+            rel == d or rel.startswith(d.rstrip("/") + "/") for d in declared
+        ):
+            continue
+        if kind == "list" and any(d.startswith(rel + "/") for d in declared):
+            continue  # listing a parent folder on the way to a declared path
+        bad.append(f"{kind} {rel}")
+    return sorted(set(bad))
+
+
+def test_every_stage_reads_and_writes_only_what_it_declares(
+    baseline: tuple[Path, dict, str, Path],
+) -> None:
+    repo, _, _, audit = baseline
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    by_cmd = {" ".join(e["cmd"].split()): name for name, e in lock["stages"].items()}
+    records = [json.loads(p.read_text()) for p in audit.glob("*.json")]
+    seen: dict[str, list[str]] = {}
+    for record in records:
+        stage = by_cmd[" ".join(["python", *record["argv"]])]
+        seen[stage] = _undeclared(repo, record, _declared(lock, stage))
+        assert any(f.endswith(f"/{record['argv'][0]}") for _, f in record["files"])  # audited
+    assert set(seen) == set(ALL_STAGES)
+    assert {stage: files for stage, files in seen.items() if files} == {}
+
+
+def test_a_training_param_round_trip_is_restored_from_the_run_cache(
+    baseline: tuple[Path, dict, str, Path],
+) -> None:
+    repo, env, _, _ = baseline
+    _write_params(repo, {"optimizer.learning_rate": 0.002})
+    assert _ran(_run([*DVC, "repro"], repo, env)) >= TRAINING
+    _write_params(repo)
+    back = _run([*DVC, "repro"], repo, env)
+    assert _ran(back) == set()
+    assert _restored(back) >= TRAINING
+    assert _run(["git", "status", "--porcelain"], repo, env).strip() == ""
+
+
+def test_queued_experiments_run_two_at_a_time_and_diff_against_the_baseline(
+    baseline: tuple[Path, dict, str, Path],
+) -> None:
+    repo, env, _, _ = baseline
+    for name, change in (("cov50", "calibration.coverage=0.5"), ("adopt", "flt.adopt=true")):
+        _run([*DVC, "exp", "run", "--queue", "-n", name, "-S", change], repo, env)
+    _run([*DVC, "queue", "start", "-j", "2"], repo, env)
+    deadline = time.monotonic() + 480
+    while time.monotonic() < deadline:
+        status = _run([*DVC, "queue", "status"], repo, env)
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        time.sleep(3)
+    assert "Success" in status and "Failed" not in status, status
+    shown = json.loads(_run([*DVC, "exp", "show", "--json"], repo, env))
+    names = {
+        exp["name"]
+        for rev in shown
+        for exp_list in (rev.get("experiments") or [])
+        for exp in exp_list.get("revs", [])
+        if exp.get("name")
+    }
+    assert {"cov50", "adopt"} <= names
+    diff = json.loads(_run([*DVC, "metrics", "diff", "HEAD", "cov50", "--json"], repo, env))
+    # The interval (and what it guarantees) moved with the coverage; nothing upstream did.
+    assert set(diff) <= {"runs/calibration/metrics.json", "runs/evaluate/metrics.json"}
+    assert "50%" in diff["runs/calibration/metrics.json"]["interval_guarantee"]["new"]
+    # The workspace and the baseline were left alone.
+    assert _run(["git", "status", "--porcelain"], repo, env).strip() == ""
+
+
+def test_adopting_the_flt_recommendation_ships_the_pruned_retrain(
+    baseline: tuple[Path, dict, str, Path],
+) -> None:
+    repo, env, _, _ = baseline
+    _write_params(repo, {"flt.adopt": True})
+    ran = _ran(_run([*DVC, "repro"], repo, env))
+    assert "final_model" in ran and not ran & TRAINING
+    recommendation = json.loads((repo / "runs/flt_summary/recommendation.json").read_text())
+    keep, run = recommendation["keep_fraction"], recommendation["run"]
+    card = json.loads((repo / "runs/final_model/model.json").read_text())
+    assert card["model"] == f"flt_retrain/{run}" and run.startswith(f"{float(keep)}-")
+    assert (repo / "runs/final_model/model.ckpt").read_bytes() == (
+        repo / f"runs/flt_retrain/{run}/checkpoints/best.ckpt"
+    ).read_bytes()
+    assert (repo / "runs/bundle/feature_mask.json").exists() == (keep < 1.0)
+    _write_params(repo)
+    _run([*DVC, "repro"], repo, env)
+
+
+def test_partial_changes_rerun_only_their_stages(baseline: tuple[Path, dict, str, Path]) -> None:
+    repo, env, _, _ = baseline
     # A calibration param reruns only calibration and what consumes it.
     _write_params(repo, {"calibration.coverage": 0.8})
-    assert _ran(_run([*dvc, "repro"], repo, env)) == {"calibration", "bundle", "evaluate"}
+    assert _ran(_run([*DVC, "repro"], repo, env)) == {"calibration", "bundle", "evaluate"}
 
     # A dataset param reruns the generator and the schema check, and leaves every stage
     # below them out of date.
     _write_params(repo, {"calibration.coverage": 0.8, "dataset.label_noise": 0.05})
-    assert _ran(_run([*dvc, "repro", "schema"], repo, env)) == {"dataset", "schema"}
-    status = _run([*dvc, "status"], repo, env)
-    assert "train@0-base" in status and "modified:           data/schema/packed" in status
+    assert _ran(_run([*DVC, "repro", "schema"], repo, env)) == {"dataset", "schema"}
+    status = _run([*DVC, "status"], repo, env)
+    assert "train@0-base" in status and "modified:           data/schema" in status
 
     # Back to the old data plus a new seed: the old member's inputs are as locked again, so
-    # only the new sweep member trains (the data stages may be redone or restored).
+    # only the new sweep member trains (the data stages are restored from the run-cache).
     _write_params(repo, {"calibration.coverage": 0.8, "sweep.seeds": [0, 1]})
-    ran = _ran(_run([*dvc, "repro", "selection"], repo, env))
-    assert (
-        {"train@1-base", "selection"} <= ran <= {"dataset", "schema", "train@1-base", "selection"}
-    )
-    assert _run(["git", "for-each-ref", "refs/exps"], repo, env).strip() == ""
+    ran = _ran(_run([*DVC, "repro", "selection"], repo, env))
+    assert ran == {"train@1-base", "selection"}
+    assert _run(["git", "for-each-ref", "refs/exps"], repo, env).strip() != ""  # the queued exps
 
 
 def test_failed_schema_check_keeps_last_good_lock(repo_copy: tuple[Path, dict[str, str]]) -> None:
     repo, env = repo_copy
-    dvc = [sys.executable, "-m", "dvc"]
+    dvc = DVC
+    _write_params(repo)
     _run([*dvc, "repro", "--single-item", "schema"], repo, env)
     lock_before = (repo / "dvc.lock").read_text()
     labels = repo / "data/dataset/labels/train.csv"
@@ -174,3 +324,35 @@ def test_failed_schema_check_keeps_last_good_lock(repo_copy: tuple[Path, dict[st
     assert proc.returncode != 0
     assert "train.csv" in proc.stderr + proc.stdout and "MODEL" in proc.stderr + proc.stdout
     assert (repo / "dvc.lock").read_text() == lock_before
+
+
+SEED_000 = sorted((REPO.parent / "shared" / "seeds").glob("000_*.txt"))
+
+
+def _seed_000_config() -> str:
+    """The YAML block of seed 000's README, verbatim (what its users run)."""
+    return SEED_000[0].read_text().split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.skipif(not SEED_000, reason="../shared/seeds is not beside this checkout")
+def test_seed_000_config_imports_and_the_pipeline_runs_on_it(
+    baseline: tuple[Path, dict, str, Path],
+) -> None:
+    repo, env, _, _ = baseline
+    _write_params(repo)
+    (repo / "stack").mkdir(exist_ok=True)
+    (repo / "stack" / "config.yaml").write_text(_seed_000_config())
+    graphqa = str(Path(sys.executable).parent / "graphqa")
+    out = _run([graphqa, "config", "import", "stack/config.yaml", "--keep-paths"], repo, env)
+    assert "trainer.num_epochs -> trainer.max_epochs = 200" in out
+    imported = yaml.safe_load((repo / "params.yaml").read_text())
+    assert imported["model"]["attention_head"] == 8
+    assert imported["paths"]["graph_dir"] == "data/dataset/graphs"  # --keep-paths
+    # The imported recipe as is, but 2 epochs instead of 200 to keep the test short.
+    imported["trainer"]["max_epochs"] = 2
+    (repo / "params.yaml").write_text(yaml.safe_dump(imported, sort_keys=False))
+    ran = _ran(_run([*DVC, "repro"], repo, env))
+    assert "train@0-base" in ran and "evaluate" in ran
+    summary = json.loads((repo / "runs/train/0-base/summary.json").read_text())
+    assert summary["params"]["optimizer"]["learning_rate"] == 0.005
+    assert summary["params"]["trainer"]["accumulate_grad_batches"] == 16

@@ -21,11 +21,11 @@ from graphqa.contract import (
     NODE_COLUMNS,
     DataContractError,
     load_graph,
-    manifest_entry,
     save_graph,
     target_of,
 )
 from graphqa.data import SPLITS, PackedSplit, packed_path
+from graphqa.manifest import manifest_entry
 from graphqa.schema import FEATURE_METADATA, FeatureSchema, check_dataset
 
 from .conftest import label_files
@@ -520,3 +520,409 @@ def test_load_graph_rejects_non_data_objects(tmp_path: Path) -> None:
     assert exc.value.file == str(path)
     assert "Data" in str(exc.value)
     assert exc.value.got == "dict"
+
+
+# --------------------------------------------------------------------------------------------
+# A real builder folder (the independent fixture), its manifest, summary and sidecar paths
+
+BUILDER_SAMPLE = Path("/work/shared/fixtures/builder_sample")
+
+
+def _builder_copy(tmp_path: Path) -> Path:
+    return _copy(BUILDER_SAMPLE, tmp_path / "build")
+
+
+def _builder_labels(tmp_path: Path) -> dict[str, str]:
+    """The fixture's labels split by target (3 targets: the test split stays empty)."""
+    frame = pd.read_csv(BUILDER_SAMPLE / "labels.csv", dtype=str, keep_default_na=False)
+    targets = frame["MODEL"].map(target_of)
+    files = {}
+    for split, target in zip(SPLITS, ("1abc", "2xyz", "3pqr", None), strict=True):
+        path = tmp_path / "labels" / f"{split}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_csv(frame[targets == target], path)
+        files[split] = str(path)
+    return files
+
+
+def _run_builder(root: Path, tmp_path: Path, **kwargs: Any) -> dict[str, Any]:
+    return check_dataset(
+        graph_dir=root / "graph_data",
+        label_files=_builder_labels(tmp_path),
+        out_dir=tmp_path / "schema",
+        **kwargs,
+    )
+
+
+def test_builder_folder_passes_the_schema_stage(tmp_path: Path) -> None:
+    coverage = check_dataset(
+        graph_dir=BUILDER_SAMPLE / "graph_data",
+        label_files=_builder_labels(tmp_path),
+        out_dir=tmp_path / "schema",
+    )
+
+    assert [coverage[s]["usable"] for s in SPLITS] == [3, 3, 3, 0]
+    assert coverage["manifest"] == {
+        "verified": True,
+        "ignore_metadata": False,
+        "entries": 9,
+        "listed_missing_on_disk": [],
+    }
+    meta = _read_json(tmp_path / "schema" / FEATURE_METADATA)
+    assert (meta["node"]["dim"], meta["edge"]["dim"], meta["topology"]["dim"]) == (7, 4, 4)
+    assert meta["module_registry"]["edge"] == "edge/legacy_band/v11"  # ids, not objects
+    # the summary's builder facts, without its paths, command or timings
+    assert meta["builder_summary"] == {
+        "file": "graph_builder_summary.json",
+        "builder": {"id": "graph_builder2", "version": "2.0.0"},
+        "feature_dims": {"node_feature_dim": 7, "edge_feature_dim": 4, "topology_feature_dim": 4},
+        "edge": {"processed": 9, "success": 9, "failures": 0},
+        "topology": {"processed": 9, "success": 9, "failures": 0},
+        "validation": {"enabled": True, "exit_code": 0},
+    }
+    packed = PackedSplit.load(packed_path(tmp_path / "schema" / "packed", "train"))
+    assert packed.models == ["1abc_1", "1abc_2", "1abc_3"]
+
+
+def test_embedded_dataset_summary_reaches_feature_metadata(
+    good_run: tuple[Path, Path, dict[str, Any]],
+) -> None:
+    root, out, coverage = good_run
+    summary = _read_json(root / "graph_builder_summary.json")
+    meta = _read_json(out / FEATURE_METADATA)
+
+    assert summary["feature_dims"]["node_feature_dim"] == NODE_DIM
+    assert meta["builder_summary"]["builder"] == {"id": "graphqa.embedded", "version": 1}
+    assert meta["builder_summary"]["feature_dims"] == summary["feature_dims"]
+    assert coverage["manifest"]["verified"] is True
+
+
+def test_verify_manifest_without_a_manifest_names_the_param(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    root = _copy(tiny_dataset, tmp_path / "dataset")
+    (root / "graphs" / GRAPH_MANIFEST).unlink()
+
+    with pytest.raises(DataContractError) as exc:
+        _run(root, tmp_path / "schema")
+
+    assert exc.value.file == str(root / "graphs" / GRAPH_MANIFEST)
+    assert exc.value.key == "schema.verify_manifest"
+    assert "schema.verify_manifest: false" in str(exc.value)
+    assert not (tmp_path / "schema").exists()
+    coverage = _run(root, tmp_path / "schema", verify_manifest=False)
+    assert coverage["manifest"] == {"verified": False}
+
+
+def _tamper_graph(root: Path, mutate: Callable[[Data], None]) -> Path:
+    path = root / "graph_data" / "2XYZ" / "2xyz_1.pt"
+    data = load_graph(path)
+    mutate(data)
+    save_graph(data, path)
+    return path
+
+
+def _set_metadata(data: Data) -> None:
+    data.metadata["edge_params"]["distance_max"] = 12.0
+
+
+def _shift_x(data: Data) -> None:
+    data.x[0, 0] += 1.0
+
+
+@pytest.mark.parametrize("ignore", [False, True], ids=["metadata", "ignore_metadata"])
+@pytest.mark.parametrize(
+    ("mutate", "key"), [(_set_metadata, "metadata"), (_shift_x, "x")], ids=["metadata", "x"]
+)
+def test_builder_manifest_tampering_with_and_without_metadata(
+    tmp_path: Path, mutate: Callable[[Data], None], key: str, ignore: bool
+) -> None:
+    root = _builder_copy(tmp_path)
+    path = _tamper_graph(root, mutate)
+
+    if key == "metadata" and ignore:
+        _run_builder(root, tmp_path, manifest_ignore_metadata=True)
+        assert _read_json(tmp_path / "schema" / "dataset_coverage.json")["manifest"][
+            "ignore_metadata"
+        ]
+        return
+    with pytest.raises(DataContractError) as exc:
+        _run_builder(root, tmp_path, manifest_ignore_metadata=ignore)
+    assert (exc.value.file, exc.value.key) == (str(path), key)
+    assert GRAPH_MANIFEST in str(exc.value)
+    assert not (tmp_path / "schema").exists()
+
+
+def test_graph_missing_from_the_manifest_is_refused(tmp_path: Path) -> None:
+    root = _builder_copy(tmp_path)
+    shutil.copyfile(root / "graph_data/3PQR/3pqr_1.pt", root / "graph_data/3PQR/3pqr_7.pt")
+
+    with pytest.raises(DataContractError) as exc:
+        _run_builder(root, tmp_path)
+
+    assert exc.value.file == str(root / "graph_data" / GRAPH_MANIFEST)
+    assert exc.value.key == "3PQR/3pqr_7.pt"
+
+
+def test_listed_graph_missing_on_disk_needs_allow_missing_graphs(tmp_path: Path) -> None:
+    root = _builder_copy(tmp_path)
+    (root / "graph_data/3PQR/3pqr_2.pt").unlink()
+    labels = _builder_labels(tmp_path)
+    frame = _read_csv(Path(labels["val_calib"]))
+    _write_csv(frame[frame["MODEL"] != "3pqr_2"], Path(labels["val_calib"]))
+    run = dict(graph_dir=root / "graph_data", label_files=labels, out_dir=tmp_path / "schema")
+
+    with pytest.raises(DataContractError) as exc:
+        check_dataset(**run)
+    assert (exc.value.file, exc.value.key) == (
+        str(root / "graph_data" / GRAPH_MANIFEST),
+        "3PQR/3pqr_2.pt",
+    )
+
+    coverage = check_dataset(**run, allow_missing_graphs=True)
+    assert coverage["manifest"]["listed_missing_on_disk"] == ["3PQR/3pqr_2.pt"]
+
+
+def test_builder_summary_dims_must_match_the_schema(tmp_path: Path) -> None:
+    root = _builder_copy(tmp_path)
+    summary_file = root / "graph_builder_summary.json"
+    summary = _read_json(summary_file)
+    summary["feature_dims"]["edge_feature_dim"] = 5
+    summary_file.write_text(json.dumps(summary))
+
+    with pytest.raises(DataContractError) as exc:
+        _run_builder(root, tmp_path)
+
+    assert (exc.value.file, exc.value.key) == (
+        str(summary_file),
+        "feature_dims.edge_feature_dim",
+    )
+    assert not (tmp_path / "schema").exists()
+
+
+def test_summary_path_file_folder_or_auto(tmp_path: Path) -> None:
+    root = _builder_copy(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    summary = root / "graph_builder_summary.json"
+    moved = Path(shutil.move(summary, elsewhere / "graph_builder_summary.json"))
+
+    def summary_of(**kwargs: Any) -> Any:
+        _run_builder(root, tmp_path, **kwargs)
+        return _read_json(tmp_path / "schema" / FEATURE_METADATA)["builder_summary"]
+
+    assert summary_of() is None  # auto-discovery finds nothing: fine
+    assert summary_of(summary_path=str(moved))["builder"]["id"] == "graph_builder2"
+    assert summary_of(summary_path=str(elsewhere))["builder"]["id"] == "graph_builder2"
+    assert summary_of(summary_path=str(tmp_path)) is None  # a folder without one
+    with pytest.raises(DataContractError) as exc:
+        summary_of(summary_path=str(tmp_path / "nope.json"))
+    assert exc.value.key == "paths.summary_path"
+
+
+def test_metadata_path_points_at_a_sidecar_elsewhere(tmp_path: Path) -> None:
+    root = _builder_copy(tmp_path)
+    moved = Path(shutil.move(root / "graph_data" / GRAPH_METADATA, tmp_path / "meta.json"))
+
+    _run_builder(root, tmp_path)
+    assert _read_json(tmp_path / "schema" / FEATURE_METADATA)["source"] == "pt_inspection"
+
+    _run_builder(root, tmp_path, metadata_path=str(moved))
+    meta = _read_json(tmp_path / "schema" / FEATURE_METADATA)
+    assert meta["source"] == GRAPH_METADATA
+    assert meta["edge"]["module"] == "edge/legacy_band/v11"
+
+    with pytest.raises(DataContractError) as exc:
+        _run_builder(root, tmp_path, metadata_path=str(tmp_path / "missing.json"))
+    assert exc.value.key == "paths.metadata_path"
+
+
+# --------------------------------------------------------------------------------------------
+# More bad inputs (not covered above): each named, nothing half-written
+
+
+def _graph_of_first_model(root: Path) -> Path:
+    return _graph_path(root, _first_model(root))
+
+
+def inf_in_edge_attr(root: Path) -> tuple[Path, str]:
+    def mutate(data: Data) -> None:
+        data.edge_attr[2, 0] = float("inf")
+
+    return _resave(root, mutate, update_manifest=True), "edge_attr"
+
+
+def edge_rows_mismatch(root: Path) -> tuple[Path, str]:
+    def mutate(data: Data) -> None:
+        data.edge_attr = data.edge_attr[:-1]
+
+    return _resave(root, mutate, update_manifest=True), "edge_attr"
+
+
+def empty_graph(root: Path) -> tuple[Path, str]:
+    def mutate(data: Data) -> None:
+        data.x = data.x[:0]
+        data.edge_index = data.edge_index[:, :0]
+        data.edge_attr = data.edge_attr[:0]
+
+    return _resave(root, mutate, update_manifest=True), "x"
+
+
+def truncated_pt(root: Path) -> tuple[Path, str]:
+    path = _graph_of_first_model(root)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path, "<file>"
+
+
+def pickle_payload(root: Path) -> tuple[Path, str]:
+    path = _graph_of_first_model(root)
+    data = load_graph(path)
+    data.payload = _Payload(root / "marker.txt")
+    torch.save(data, path)
+    return path, "<file>"
+
+
+def metadata_sidecar_not_json(root: Path) -> tuple[Path, str]:
+    path = root / "graphs" / GRAPH_METADATA
+    path.write_text(path.read_text()[:100])
+    return path, "<file>"
+
+
+def topology_sidecar_not_tail(root: Path) -> tuple[Path, str]:
+    path = root / "graphs" / "topology_columns.json"
+    path.write_text(json.dumps(["ID", *reversed(_read_json(path)[1:])]))
+    return path, "<file>"
+
+
+def labels_without_dockq(root: Path) -> tuple[Path, str]:
+    path = _csv(root, "test")
+    _write_csv(_read_csv(path).drop(columns="dockq"), path)
+    return path, "dockq"
+
+
+MORE_CORRUPTIONS: list[Corruption] = [
+    inf_in_edge_attr,
+    edge_rows_mismatch,
+    empty_graph,
+    truncated_pt,
+    pickle_payload,
+    metadata_sidecar_not_json,
+    topology_sidecar_not_tail,
+    labels_without_dockq,
+]
+
+
+@pytest.mark.parametrize("corrupt", MORE_CORRUPTIONS, ids=[c.__name__ for c in MORE_CORRUPTIONS])
+def test_more_bad_inputs_fail_by_name_and_leave_previous_output(
+    tiny_dataset: Path, tmp_path: Path, corrupt: Corruption
+) -> None:
+    root = _copy(tiny_dataset, tmp_path / "dataset")
+    out = tmp_path / "out" / "schema"
+    _run(root, out)
+    before = _snapshot(out)
+
+    bad_file, key = corrupt(root)
+    with pytest.raises(DataContractError) as exc:
+        _run(root, out)
+
+    assert (exc.value.file, exc.value.key) == (str(bad_file), key)
+    assert len(str(exc.value).splitlines()) == 1
+    assert _snapshot(out) == before
+    assert [p.name for p in out.parent.glob(".*")] == []
+    assert not (root / "marker.txt").exists()  # the pickle payload never ran
+
+
+# --------------------------------------------------------------------------------------------
+# Optional tuning split (paths.tuning_labels)
+
+
+def _with_tuning(root: Path) -> dict[str, str]:
+    return {**label_files(root), "tuning": str(_csv(root, "tuning"))}
+
+
+def test_header_only_tuning_labels_change_nothing(tiny_dataset: Path, tmp_path: Path) -> None:
+    root = _copy(tiny_dataset, tmp_path / "dataset")
+    assert _read_csv(_csv(root, "tuning")).empty  # the embedded dataset writes it header-only
+    without = _run(root, tmp_path / "without")
+    with_empty = check_dataset(
+        graph_dir=root / "graphs", label_files=_with_tuning(root), out_dir=tmp_path / "with"
+    )
+    assert with_empty == without and "tuning" not in with_empty
+    assert _snapshot(tmp_path / "with") == _snapshot(tmp_path / "without")
+
+
+def test_tuning_split_is_packed_and_reported(tiny_dataset: Path, tmp_path: Path) -> None:
+    root = _copy(tiny_dataset, tmp_path / "dataset")
+    calib = _read_csv(_csv(root, "val_calib"))
+    moved = calib[calib["MODEL"].map(target_of) == "T0003"]
+    _write_csv(calib.drop(moved.index), _csv(root, "val_calib"))
+    _write_csv(moved, _csv(root, "tuning"))
+
+    coverage = check_dataset(
+        graph_dir=root / "graphs", label_files=_with_tuning(root), out_dir=tmp_path / "schema"
+    )
+
+    assert coverage["tuning"] == {
+        "total": len(moved),
+        "usable": len(moved),
+        "coverage": 1.0,
+        "missing_graphs": [],
+    }
+    assert _read_json(tmp_path / "schema" / "dataset_coverage.json")["tuning"] == coverage["tuning"]
+    packed = PackedSplit.load(packed_path(tmp_path / "schema" / "packed", "tuning"))
+    assert packed.models == moved["MODEL"].tolist() and set(packed.targets) == {"T0003"}
+    assert len(PackedSplit.load(packed_path(tmp_path / "schema" / "packed", "val_calib"))) == (
+        len(calib) - len(moved)
+    )
+
+
+def test_tuning_target_in_another_split_names_both_files(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    root = _copy(tiny_dataset, tmp_path / "dataset")
+    val = _read_csv(_csv(root, "val"))
+    _write_csv(val.iloc[[0]], _csv(root, "tuning"))
+    _write_csv(val.iloc[1:], _csv(root, "val"))
+    out = tmp_path / "schema"
+
+    with pytest.raises(DataContractError) as exc:
+        check_dataset(graph_dir=root / "graphs", label_files=_with_tuning(root), out_dir=out)
+
+    assert exc.value.file == str(_csv(root, "tuning"))
+    assert str(_csv(root, "val")) in str(exc.value)
+    assert len(str(exc.value).splitlines()) == 1 and not out.exists()
+
+
+def test_schema_stage_script_fails_in_one_line(tmp_path: Path) -> None:
+    """The DVC stage itself: bad input is one stderr line naming file and key, no traceback."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from .conftest import REPO
+
+    root = _builder_copy(tmp_path)
+    (root / "graph_data" / GRAPH_MANIFEST).unlink()
+    labels = _builder_labels(tmp_path)
+    params = {
+        "paths": {
+            "graph_dir": str(root / "graph_data"),
+            **{f"{split}_labels": path for split, path in labels.items()},
+        }
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "schema.py"), "--params", "params.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert str(root / "graph_data" / GRAPH_MANIFEST) in proc.stderr
+    assert "'schema.verify_manifest'" in proc.stderr
+    assert not (tmp_path / "data").exists()

@@ -6,6 +6,8 @@ import csv
 import io
 import json
 import math
+import statistics
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +19,17 @@ from graphqa.select import (
     METRICS_FILE_KEYS,
     Candidate,
     choose,
+    choose_by_variant,
     leaderboard_csv,
     load_candidate,
     rank,
+    run_candidates,
+    select_sweep,
     sweep_candidates,
+    tuning_fallback,
+    variant_stats,
+    winner_candidate,
+    winner_sources,
     write_selection,
 )
 
@@ -30,6 +39,16 @@ MAX_METRICS = sorted(m for m, d in DIRECTIONS.items() if d == "max")
 
 def cand(name: str, run_dir: str | None = None, **metrics: float | None) -> Candidate:
     return Candidate(name=name, run_dir=run_dir or f"runs/{name}", metrics=dict(metrics))
+
+
+def materialise(root: Path, candidates: list[Candidate]) -> None:
+    """Run folders on disk for hand-made candidates (write_selection copies the winner's)."""
+    for c in candidates:
+        run = root / c.run_dir
+        (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (run / "checkpoints" / "best.ckpt").write_bytes(f"weights of {c.name}".encode())
+        (run / "summary.json").write_text(json.dumps({"name": c.name}))
+        (run / "feature_metadata.json").write_text("{}")
 
 
 def names(ranked: list[Candidate]) -> list[str]:
@@ -370,10 +389,12 @@ def test_leaderboard_csv_values_in_rank_order() -> None:
     assert float(body[2]["learning_rate"]) == pytest.approx(0.001)
 
 
-def test_write_selection_outputs(tmp_path: Path) -> None:
+def test_write_selection_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    materialise(tmp_path, three_runs())
     cfg = selection_cfg("val_spearman")
     ranked, reason = choose(three_runs(), cfg)
-    out = tmp_path / "selection"
+    out = Path("selection")
     returned = write_selection(
         ranked=ranked, reason=reason, cfg=cfg, out_dir=out, metric_prefix="sweep_"
     )
@@ -382,7 +403,10 @@ def test_write_selection_outputs(tmp_path: Path) -> None:
     assert returned["winner"] == selection["winner"]
     assert selection["winner"] == "train/1-base"
     assert selection["run_dir"] == "runs/train/1-base"
-    assert selection["checkpoint"] == "runs/train/1-base/checkpoints/best.ckpt"
+    # The winner's files travel with the selection, so later stages read declared inputs only.
+    assert selection["checkpoint"] == "selection/winner/model.ckpt"
+    assert (out / "winner" / "model.ckpt").read_bytes() == b"weights of train/1-base"
+    assert json.loads((out / "winner" / "summary.json").read_text()) == {"name": "train/1-base"}
     assert selection["primary_metric"] == "val_spearman"
     assert selection["direction"] == "max"
     assert selection["reason"] == reason
@@ -403,8 +427,12 @@ def test_write_selection_outputs(tmp_path: Path) -> None:
     assert metrics["sweep_selection_metric"] is None
 
 
-def test_write_selection_metrics_nan_becomes_null(tmp_path: Path) -> None:
+def test_write_selection_metrics_nan_becomes_null(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     winner = cand("w", val_loss=0.1, val_spearman=math.nan, val_regret=0.2, val_hit_rate=1)
+    materialise(tmp_path, [winner])
     cfg = selection_cfg("val_loss")
     write_selection(ranked=[winner], reason="only run", cfg=cfg, out_dir=tmp_path, metric_prefix="")
     metrics = strict_json(tmp_path / "metrics.json")
@@ -413,13 +441,17 @@ def test_write_selection_metrics_nan_becomes_null(tmp_path: Path) -> None:
     assert metrics["val_loss"] == pytest.approx(0.1)
 
 
-def test_write_selection_records_shortlist_mode(tmp_path: Path) -> None:
+def test_write_selection_records_shortlist_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     cfg = shortlist_cfg()
     runs = [
         cand("a", val_loss=0.1, val_regret=0.5),
         cand("b", val_loss=0.2, val_regret=0.1),
         cand("c", val_loss=0.3, val_regret=0.0),
     ]
+    materialise(tmp_path, runs)
     ranked, reason = choose(runs, cfg)
     selection = write_selection(
         ranked=ranked, reason=reason, cfg=cfg, out_dir=tmp_path, metric_prefix=""
@@ -433,3 +465,270 @@ def test_write_selection_records_shortlist_mode(tmp_path: Path) -> None:
     }
     on_disk = json.loads((tmp_path / "selection.json").read_text())
     assert [row["name"] for row in on_disk["ranked"]] == ["b", "a", "c"]
+
+
+# --------------------------------------------------------------------------------------------
+# Tuning metrics and the fallback to val_loss
+
+
+def tuned(name: str, groups: int, spearman: float, loss: float) -> Candidate:
+    """A run scored on a tuning split with ``groups`` targets of >= 2 models."""
+    metrics = {"tuning_rank_spearman": spearman, "tuning_rank_regret": 1 - spearman}
+    return Candidate(
+        name=name,
+        run_dir=f"runs/{name}",
+        metrics={**metrics, "val_loss": loss},
+        tuning_groups=groups,
+    )
+
+
+def tuning_cfg(primary: str = "tuning_rank_spearman", min_groups: int = 3) -> SelectionConfig:
+    overrides = {"selection.primary_metric": primary, "selection.min_tuning_groups": min_groups}
+    return parse_params({}, overrides).selection
+
+
+# The tuning winner (b: highest Spearman) is not the val_loss winner (a).
+def tuned_pair(groups: int) -> list[Candidate]:
+    return [
+        tuned("a", groups, spearman=0.2, loss=0.10),
+        tuned("b", groups, spearman=0.6, loss=0.30),
+    ]
+
+
+def test_tuning_metric_ranks_with_enough_tuning_groups() -> None:
+    ranked, reason = choose(tuned_pair(groups=3), tuning_cfg())
+    assert names(ranked) == ["b", "a"]
+    assert "highest tuning_rank_spearman" in reason and "fallback" not in reason
+    assert tuning_fallback(tuned_pair(groups=3), tuning_cfg()) is None
+    ranked, _ = choose(tuned_pair(groups=3), tuning_cfg("tuning_rank_regret"))
+    assert names(ranked) == ["b", "a"]  # regret: lower is better
+
+
+def test_too_few_tuning_groups_fall_back_to_val_loss_and_say_so() -> None:
+    ranked, reason = choose(tuned_pair(groups=2), tuning_cfg())
+    assert names(ranked) == ["a", "b"]
+    assert "lowest val_loss" in reason
+    assert "fallback" in reason and "2 target(s)" in reason and "min_tuning_groups = 3" in reason
+    assert tuning_fallback(tuned_pair(groups=2), tuning_cfg()) in reason
+    # the threshold is a parameter
+    assert names(choose(tuned_pair(groups=2), tuning_cfg(min_groups=2))[0]) == ["b", "a"]
+
+
+def test_no_tuning_split_falls_back_with_reason() -> None:
+    runs = [cand("a", val_loss=0.1), cand("b", val_loss=0.3)]  # no tuning_groups recorded
+    ranked, reason = choose(runs, tuning_cfg("tuning_hit_rate_023"))
+    assert names(ranked) == ["a", "b"]
+    assert "no tuning split" in reason and "lowest val_loss" in reason
+
+
+def test_fallback_uses_the_smallest_recorded_count_or_the_given_one() -> None:
+    runs = [tuned("a", 5, spearman=0.2, loss=0.1), tuned("b", 1, spearman=0.6, loss=0.3)]
+    assert "1 target(s)" in choose(runs, tuning_cfg())[1]
+    assert names(choose(runs, tuning_cfg(), tuning_groups=4)[0]) == ["b", "a"]
+    assert "no tuning split" in choose(tuned_pair(groups=3), tuning_cfg(), tuning_groups=0)[1]
+
+
+def test_non_tuning_metrics_never_fall_back() -> None:
+    runs = [cand("a", val_loss=0.1, val_spearman=0.1), cand("b", val_loss=0.3, val_spearman=0.5)]
+    ranked, reason = choose(runs, selection_cfg("val_spearman"))
+    assert names(ranked) == ["b", "a"] and "fallback" not in reason
+
+
+def test_shortlist_then_tuning_metric_falls_back_too() -> None:
+    cfg = parse_params(
+        {},
+        {
+            "selection.shortlist.enabled": True,
+            "selection.shortlist.k": 2,
+            "selection.shortlist.by": "val_loss",
+            "selection.shortlist.then": "tuning_rank_spearman",
+        },
+    ).selection
+    assert names(choose(tuned_pair(groups=3), cfg)[0]) == ["b", "a"]
+    ranked, reason = choose(tuned_pair(groups=0), cfg)
+    assert names(ranked) == ["a", "b"] and "no tuning split" in reason
+
+
+def test_load_candidate_reads_tuning_groups(tmp_path: Path) -> None:
+    run = write_summary(tmp_path / "t", **finished_summary(), tuning_groups=4)
+    assert load_candidate(run, "t").tuning_groups == 4
+    plain = write_summary(tmp_path / "p", **finished_summary())
+    assert load_candidate(plain, "p").tuning_groups == 0
+
+
+def test_min_tuning_groups_must_be_positive() -> None:
+    from graphqa.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"selection\.min_tuning_groups"):
+        parse_params({}, {"selection.min_tuning_groups": 0})
+
+
+# --------------------------------------------------------------------------------------------
+# Variants over seeds, averaged models
+
+
+def member(seed: int, variant: str, loss: float, **metrics: float) -> Candidate:
+    return Candidate(
+        name=f"train/{seed}-{variant}",
+        run_dir=f"runs/train/{seed}-{variant}",
+        metrics={"val_loss": loss, **metrics},
+        params={"seed": seed},
+        variant=variant,
+    )
+
+
+# "lucky" has the single best seed (0.05) but a worse seed mean (0.15) than "steady" (0.11).
+SWEEP = [
+    member(0, "steady", 0.10),
+    member(1, "steady", 0.12),
+    member(2, "steady", 0.11),
+    member(0, "lucky", 0.05),
+    member(1, "lucky", 0.20),
+    member(2, "lucky", 0.20),
+]
+
+
+def test_variant_stats_are_seed_mean_and_sample_sd() -> None:
+    stats = variant_stats(SWEEP, "val_loss")
+    assert list(stats) == ["steady", "lucky"]
+    assert stats["steady"].mean == pytest.approx(0.11) and stats["steady"].n_seeds == 3
+    assert stats["steady"].sd == pytest.approx(0.01)  # sample sd of 0.10, 0.12, 0.11
+    assert stats["lucky"].mean == pytest.approx(0.15)
+    assert stats["lucky"].sd == pytest.approx(math.sqrt(((0.1**2) + 2 * 0.05**2) / 2))
+    single = variant_stats([member(0, "one", 0.1), cand("loose", val_loss=0.2)], "val_loss")
+    assert single["one"].sd is None and single["loose"].n_seeds == 1  # no variant: its name
+    missing = variant_stats([member(0, "v", 0.1), member(1, "v", math.nan)], "val_loss")
+    assert missing["v"].n_seeds == 1 and missing["v"].mean == pytest.approx(0.1)
+
+
+def test_best_variant_by_seed_mean_wins_not_the_luckiest_seed() -> None:
+    cfg = selection_cfg("val_loss")
+    assert choose(SWEEP, cfg)[0][0].name == "train/0-lucky"  # one seed's point value
+    ranked, reason, stats = choose_by_variant(SWEEP, cfg)
+    assert names(ranked) == [
+        "train/0-steady",  # the best variant's best seed wins
+        "train/2-steady",
+        "train/1-steady",
+        "train/0-lucky",
+        "train/1-lucky",  # equal loss: tie broken by name
+        "train/2-lucky",
+    ]
+    assert reason.startswith("train/0-steady: best seed of the best variant")
+    assert "steady 0.11 ± 0.01 over 3 seed(s)" in reason and "runner-up lucky" in reason
+    assert stats["steady"].members == ("train/0-steady", "train/1-steady", "train/2-steady")
+
+
+def test_variant_choice_follows_the_metric_direction_and_the_fallback() -> None:
+    runs = [
+        member(0, "a", 0.1, val_spearman=0.9),
+        member(1, "a", 0.1, val_spearman=0.5),  # mean 0.7
+        member(0, "b", 0.1, val_spearman=0.8),
+        member(1, "b", 0.1, val_spearman=0.8),  # mean 0.8
+    ]
+    ranked, _, _ = choose_by_variant(runs, selection_cfg("val_spearman"))
+    assert ranked[0].name == "train/0-b"
+    tuned_runs = [replace(c, tuning_groups=1) for c in SWEEP]
+    ranked, reason, _ = choose_by_variant(tuned_runs, tuning_cfg())
+    assert ranked[0].name == "train/0-steady" and "fallback" in reason
+
+
+def test_leaderboard_shows_each_runs_variant_mean_sd_and_seed_count() -> None:
+    ranked, _, _ = choose_by_variant(SWEEP, selection_cfg("val_loss"))
+    body = list(csv.DictReader(io.StringIO(leaderboard_csv(ranked, "val_loss"))))
+    first, last = body[0], body[-1]
+    assert (first["variant"], first["n_seeds"]) == ("steady", "3")
+    assert float(first["variant_mean"]) == pytest.approx(0.11)
+    assert float(first["variant_sd"]) == pytest.approx(0.01)
+    assert last["variant"] == "lucky" and float(last["variant_mean"]) == pytest.approx(0.15)
+    header = next(csv.reader(io.StringIO(leaderboard_csv(ranked, "val_loss"))))
+    assert header[:7] == [
+        "rank",
+        "name",
+        "val_loss",
+        "variant",
+        "variant_mean",
+        "variant_sd",
+        "n_seeds",
+    ]
+
+
+def write_run(
+    run: Path, seed: int, loss: float, averaged_loss: float | None = None, spearman: float = 0.5
+) -> None:
+    """A finished run folder on disk (checkpoints hold their own names as bytes)."""
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run / "checkpoints" / "best.ckpt").write_bytes(f"best of {run.name}".encode())
+    metrics = {"val_loss": loss, "val_spearman": spearman, "selection_metric": loss - spearman}
+    summary: dict[str, Any] = {"status": "finished", "seed": seed, "metrics": metrics}
+    if averaged_loss is not None:
+        (run / "checkpoints" / "averaged.ckpt").write_bytes(f"averaged of {run.name}".encode())
+        summary["averaged"] = {
+            "checkpoint": "checkpoints/averaged.ckpt",
+            "metrics": {
+                "ema_val_loss": averaged_loss,
+                "ema_val_spearman": spearman,
+                "ema_selection_metric": averaged_loss - spearman,
+            },
+        }
+    (run / "summary.json").write_text(json.dumps(summary))
+    (run / "feature_metadata.json").write_text("{}")
+
+
+def test_select_sweep_reports_the_winning_variants_mean_and_sd(tmp_path: Path) -> None:
+    params = parse_params(
+        {},
+        {
+            "sweep.seeds": [0, 1],
+            "sweep.variants": {"base": {}, "wide": {}},
+            "selection.primary_metric": "val_loss",
+        },
+    )
+    for seed, base, wide in ((0, 0.10, 0.05), (1, 0.12, 0.30)):
+        write_run(tmp_path / "train" / f"{seed}-base", seed, base)
+        write_run(tmp_path / "train" / f"{seed}-wide", seed, wide)
+    selection = select_sweep(params=params, train_root=tmp_path / "train", out_dir=tmp_path / "sel")
+    assert selection["winner"] == "train/0-base" and selection["variant"] == "base"
+    metrics = strict_json(tmp_path / "sel" / "metrics.json")
+    assert metrics["sweep_variant_mean"] == pytest.approx(0.11)
+    assert metrics["sweep_variant_sd"] == pytest.approx(statistics.stdev([0.10, 0.12]))
+    assert metrics["sweep_val_loss"] == pytest.approx(0.10)
+    assert len(metrics) == len(METRICS_FILE_KEYS) + 2  # small: dvc exp show stays narrow
+    assert [v["variant"] for v in selection["variants"]] == ["base", "wide"]
+    board = list(csv.DictReader(io.StringIO((tmp_path / "sel" / "leaderboard.csv").read_text())))
+    assert [r["variant"] for r in board] == ["base", "base", "wide", "wide"]
+
+
+def test_an_averaged_model_is_its_own_candidate_and_ships_its_checkpoint(tmp_path: Path) -> None:
+    params = parse_params({}, {"sweep.seeds": [0, 1], "selection.primary_metric": "val_loss"})
+    write_run(tmp_path / "train" / "0-base", 0, 0.10, averaged_loss=0.08)
+    write_run(tmp_path / "train" / "1-base", 1, 0.12, averaged_loss=0.09)
+    found = sweep_candidates(tmp_path / "train", params)
+    assert sorted(c.name for c in found) == [
+        "train/0-base",
+        "train/0-base:averaged",
+        "train/1-base",
+        "train/1-base:averaged",
+    ]
+    averaged = next(c for c in found if c.name == "train/0-base:averaged")
+    assert averaged.variant == "base:averaged"
+    assert averaged.value("val_loss") == 0.08 and averaged.value("ema_val_loss") == 0.08
+    assert averaged.checkpoint.endswith("0-base/checkpoints/averaged.ckpt")
+
+    out = tmp_path / "sel"
+    selection = select_sweep(params=params, train_root=tmp_path / "train", out_dir=out)
+    assert selection["winner"] == "train/0-base:averaged"
+    assert (out / "winner" / "model.ckpt").read_bytes() == b"averaged of 0-base"
+    # Read back from winner/ (as final selection does): the averaged model's metrics, and the
+    # weights that were copied there.
+    back = winner_candidate(out / "winner", selection["winner"])
+    assert back.name == "train/0-base:averaged" and back.value("val_loss") == 0.08
+    assert Path(back.checkpoint) == out / "winner" / "model.ckpt"
+    assert winner_sources(back.run_dir, back.checkpoint)["model.ckpt"].read_bytes() == (
+        b"averaged of 0-base"
+    )
+
+
+def test_runs_without_an_averaged_model_have_one_candidate(tmp_path: Path) -> None:
+    write_run(tmp_path / "r", 0, 0.1)
+    assert [c.name for c in run_candidates(tmp_path / "r", "r", "v")] == ["r"]
+    assert load_candidate(tmp_path / "r", "r", averaged=True) is None

@@ -1,9 +1,10 @@
-"""Training end to end on the tiny profile: outputs, reload, determinism, masks, other dims."""
+"""Training runs end to end on the tiny profile: outputs, determinism, masks, other dims, resume."""
 
 from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +15,18 @@ from torch_geometric.data import Data
 
 from graphqa.config import Params, parse_params
 from graphqa.contract import save_graph, write_json
-from graphqa.data import GraphQADataModule, PackedSplit
+from graphqa.data import PackedSplit
+from graphqa.module import MONITOR, load_module
 from graphqa.schema import check_dataset
 from graphqa.train import (
     CHECKPOINT_LINKS,
-    MONITOR,
-    load_module,
+    flatten_params,
     resume_run,
     selection_notice,
     train_run,
 )
 
-from .conftest import TINY_OVERRIDES
+from .conftest import TINY_OVERRIDES, label_files
 
 
 def _train(params: Params, schema_dir: Path, run_dir: Path) -> dict[str, Any]:
@@ -58,28 +59,6 @@ def test_run_folder_has_checkpoints_metrics_and_summary(tiny_run: Path) -> None:
     assert summary["schema"]["node_dim"] == 172 and summary["schema"]["edge_dim"] == 11
     assert (tiny_run / "feature_metadata.json").is_file()
     assert (tiny_run / "dvclive" / "plots" / "metrics" / "val" / "loss.tsv").is_file()
-
-
-def test_checkpoints_hold_no_absolute_paths(tiny_run: Path) -> None:
-    for ckpt in (tiny_run / "checkpoints").glob("epoch*.ckpt"):
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        text = json.dumps(state["callbacks"], default=str)
-        assert str(tiny_run.parent) not in text
-
-
-def test_metric_after_reload_equals_metric_at_train_time(
-    tiny_run: Path, tiny_schema_dir: Path
-) -> None:
-    module = load_module(tiny_run / "checkpoints" / "best.ckpt")
-    data = GraphQADataModule(tiny_schema_dir / "packed", batch_size=8)
-    preds, ys = [], []
-    with torch.no_grad():
-        for batch in data.val_dataloader():
-            preds.append(torch.sigmoid(module(batch)))
-            ys.append(batch.y)
-    val_loss = float(((torch.cat(preds).double() - torch.cat(ys).double()) ** 2).mean())
-    recorded = json.loads((tiny_run / "metrics.json").read_text())["val_loss"]
-    assert val_loss == pytest.approx(recorded, abs=1e-6)
 
 
 def test_same_params_give_bit_identical_weights_and_metrics(
@@ -164,8 +143,11 @@ def test_other_dims_train_without_code_change(tmp_path: Path) -> None:
         s: str(tmp_path / "ds" / "labels" / f"{s}.csv")
         for s in ("train", "val", "val_calib", "test")
     }
-    check_dataset(
-        graph_dir=tmp_path / "ds" / "graphs", label_files=labels, out_dir=tmp_path / "schema"
+    check_dataset(  # a builder without graph_manifest.json: the check is turned off on purpose
+        graph_dir=tmp_path / "ds" / "graphs",
+        label_files=labels,
+        out_dir=tmp_path / "schema",
+        verify_manifest=False,
     )
     meta = json.loads((tmp_path / "schema" / "feature_metadata.json").read_text())
     assert (meta["node"]["dim"], meta["edge"]["dim"], meta["source"]) == (7, 3, "pt_inspection")
@@ -278,13 +260,120 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_mlflow_enabled_without_mlflow_warns_and_trains(
-    tiny_schema_dir: Path, tmp_path: Path
+    tiny_schema_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("mlflow") is not None:
-        pytest.skip("mlflow is installed here; this checks the fallback without it")
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` fails, installed or not
     params = parse_params({}, {**TINY_OVERRIDES, "trainer.max_epochs": 1, "mlflow.enabled": True})
     with pytest.warns(UserWarning, match="mlflow is not installed"):
         summary = train_run(params=params, schema_dir=tiny_schema_dir, run_dir=tmp_path / "r")
     assert summary["metrics"]["epochs_trained"] == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Tuning split: per-epoch tuning_* metrics, never a change to training itself
+
+
+@pytest.fixture(scope="module")
+def tuning_schema_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One dataset with 3 tuning targets, checked with and without ``paths.tuning_labels``."""
+    from graphqa.dataset import generate_dataset
+
+    root = tmp_path_factory.mktemp("tuning")
+    split = {"train": 0.4, "val": 0.1, "val_calib": 0.1, "test": 0.1, "tuning": 0.3}
+    params = parse_params({}, {**TINY_OVERRIDES, "dataset.n_targets": 10, "dataset.split": split})
+    generate_dataset(cfg=params.dataset, out_dir=root / "ds")
+    labels = label_files(root / "ds")
+    tuning = {**labels, "tuning": str(root / "ds" / "labels" / "tuning.csv")}
+    for name, files in (("with", tuning), ("without", labels)):
+        check_dataset(graph_dir=root / "ds" / "graphs", label_files=files, out_dir=root / name)
+    return {"with": root / "with", "without": root / "without"}
+
+
+def _weights(run: Path, name: str) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / name, weights_only=True)["state_dict"]
+
+
+def _rows(run: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader((run / "metrics.csv").open()))
+
+
+def _tuning_by_reload(ckpt: Path, schema_dir: Path, top_k: int) -> dict[str, float]:
+    """tuning_* recomputed outside training: reloaded weights, the packed split's own loader."""
+    import numpy as np
+
+    from graphqa.data import GraphQADataModule
+    from graphqa.metrics import ranking_metrics
+
+    module = load_module(ckpt)
+    data = GraphQADataModule(schema_dir / "packed", batch_size=5)
+    pred, true, group = [], [], []
+    with torch.no_grad():
+        for batch in data.loader("tuning"):
+            pred.append(torch.sigmoid(module(batch)).double())
+            true.append(batch.y.double())
+            group.append(batch.target_id)
+    p, t, g = (torch.cat(v).numpy() for v in (pred, true, group))
+    ranking = ranking_metrics(p, t, g, hit_dockq=0.23, top_k=top_k)
+    return {
+        "tuning_rank_spearman": ranking["target_spearman"],
+        "tuning_rank_regret": ranking["regret"],
+        "tuning_hit_rate_023": ranking["hit_rate"],
+        "tuning_dockq_mae": float(np.abs(p - t).mean()),
+    }
+
+
+def test_tuning_split_adds_metrics_and_leaves_training_bit_identical(
+    tuning_schema_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    params = parse_params({}, {**TINY_OVERRIDES, "model.dropout": 0.3, "selection.hit_top_k": 2})
+    tuned = _train(params, tuning_schema_dirs["with"], tmp_path / "with")
+    plain = _train(params, tuning_schema_dirs["without"], tmp_path / "without")
+
+    for name in ("epoch000.ckpt", "epoch001.ckpt", "last.ckpt"):  # dropout draws from the RNG
+        a, b = _weights(tmp_path / "with", name), _weights(tmp_path / "without", name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    tuning = [f"tuning_{m}" for m in ("rank_spearman", "rank_regret", "hit_rate_023", "dockq_mae")]
+    rows, plain_rows = _rows(tmp_path / "with"), _rows(tmp_path / "without")
+    assert list(rows[0]) == [*plain_rows[0], *tuning]
+    assert [{k: r[k] for k in plain_rows[0]} for r in rows] == plain_rows
+    for row in rows:
+        ckpt = tmp_path / "with" / "checkpoints" / f"epoch{int(row['epoch']):03d}.ckpt"
+        expected = _tuning_by_reload(ckpt, tuning_schema_dirs["with"], top_k=2)
+        for name in tuning:
+            assert float(row[name]) == pytest.approx(expected[name], abs=1e-6), name
+
+    best = next(r for r in rows if int(r["epoch"]) == tuned["best_epoch"])
+    metrics = json.loads((tmp_path / "with" / "metrics.json").read_text())
+    for name in tuning:
+        assert metrics[name] == tuned["metrics"][name] == pytest.approx(float(best[name]), abs=1e-6)
+        assert (tmp_path / "with" / "dvclive" / "plots" / "metrics" / f"{name}.tsv").is_file()
+    assert tuned["tuning_groups"] == 3 and "tuning_groups" not in plain
+    assert not any(k.startswith("tuning_") for k in plain["metrics"])
+
+
+def test_header_only_tuning_split_gives_identical_run_outputs(
+    tiny_dataset: Path, tiny_params: Params, tiny_run: Path, tmp_path: Path
+) -> None:
+    """The embedded dataset's header-only tuning.csv, named in paths.tuning_labels, changes
+    nothing: same metrics.csv columns and bytes, same checkpoint bytes as with tuning null."""
+    files = {**label_files(tiny_dataset), "tuning": str(tiny_dataset / "labels" / "tuning.csv")}
+    check_dataset(graph_dir=tiny_dataset / "graphs", label_files=files, out_dir=tmp_path / "schema")
+    summary = _train(tiny_params, tmp_path / "schema", tmp_path / "run")
+    for name in ("metrics.csv", "metrics.json"):
+        assert (tmp_path / "run" / name).read_bytes() == (tiny_run / name).read_bytes()
+    for ckpt in sorted((tiny_run / "checkpoints").glob("*.ckpt")):
+        assert (tmp_path / "run" / "checkpoints" / ckpt.name).read_bytes() == ckpt.read_bytes()
+    assert "tuning_groups" not in summary
+
+
+def test_flatten_params_gives_dotted_keys_and_yaml_like_values() -> None:
+    flat = flatten_params({"a": {"b": 0.5, "c": [1, 2], "d": {}, "e": None, "f": "x"}, "g": True})
+    assert flat == {
+        "a.b": "0.5",
+        "a.c": "[1, 2]",
+        "a.d": "{}",
+        "a.e": "null",
+        "a.f": "x",
+        "g": "true",
+    }

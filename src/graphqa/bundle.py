@@ -7,17 +7,21 @@ so two reproductions of the pipeline produce byte-identical bundles.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from safetensors.torch import load_file, save_file
 
-from graphqa.contract import DataContractError, atomic_dir, dump_json, read_json, write_json
+from graphqa.contract import (
+    DataContractError,
+    atomic_dir,
+    dump_json,
+    read_json,
+    sha256_file,
+    write_json,
+)
 from graphqa.model import NetConfig, TopoQANet, build_net
 from graphqa.schema import FEATURE_METADATA, FeatureSchema
 
@@ -30,31 +34,29 @@ THRESHOLDS = "thresholds.json"
 FEATURE_MASK = "feature_mask.json"
 
 
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def input_provenance(inputs: dict[str, Path], training: dict[str, Any]) -> dict[str, Any]:
+    """Where the bundle came from, from the files the bundle stage itself reads.
 
-
-def lock_provenance(lock_path: str | Path, stages: list[str]) -> dict[str, Any]:
-    """Data and code hashes that ``dvc.lock`` recorded for the stages behind the model."""
-    lock = yaml.safe_load(Path(lock_path).read_text()) or {}
-    code: dict[str, str] = {}
-    data: dict[str, str] = {}
-    for name in stages:
-        entry = (lock.get("stages") or {}).get(name)
-        if entry is None:
-            raise DataContractError(lock_path, f"stages.{name}", "a locked stage (run `dvc repro`)")
-        for dep in entry.get("deps", []):
-            target = code if dep["path"].startswith(("src/", "stages/")) else data
-            target[dep["path"]] = dep.get("md5") or dep.get("hash", "")
+    The training run records the hashes of its data and code in its summary; this adds the
+    sha256 of every file the bundle was built from. (It used to copy hashes out of
+    ``dvc.lock``, which DVC is still writing while the stage runs.)
+    """
     return {
-        "source": "dvc.lock",
-        "stages": stages,
-        "code_md5": dict(sorted(code.items())),
-        "data_md5": dict(sorted(data.items())),
+        "inputs_sha256": {name: sha256_file(path) for name, path in sorted(inputs.items())},
+        "training": training,
+    }
+
+
+def mask_from_config(config: NetConfig, schema: FeatureSchema) -> dict[str, Any] | None:
+    """The feature mask a network applies, as a mask file (None when it keeps everything)."""
+    if config.node_keep is None and config.edge_keep is None:
+        return None
+    node = schema.node_columns
+    edge = schema.edge_columns
+    return {
+        "node_columns": [node[i] for i in (config.node_keep or range(len(node)))],
+        "edge_columns": [edge[i] for i in (config.edge_keep or range(len(edge)))],
+        "source": "the shipped network's column selection",
     }
 
 
@@ -70,7 +72,7 @@ def build_bundle(
     out_dir: str | Path,
 ) -> dict[str, Any]:
     """Write the bundle folder atomically and return its manifest."""
-    from graphqa.train import load_module
+    from graphqa.module import load_module
 
     net = load_module(model_ckpt).net
     with atomic_dir(out_dir) as tmp:
@@ -80,9 +82,9 @@ def build_bundle(
         shutil.copyfile(feature_metadata, tmp / FEATURE_METADATA)
         shutil.copyfile(calibration, tmp / CALIBRATION)
         shutil.copyfile(thresholds, tmp / THRESHOLDS)
-        mask_path = (params.get("feature_mask") or {}).get("path")
-        if mask_path:
-            shutil.copyfile(mask_path, tmp / FEATURE_MASK)
+        mask = mask_from_config(net.config, FeatureSchema.load(feature_metadata))
+        if mask is not None:
+            write_json(tmp / FEATURE_MASK, mask)
         write_json(tmp / "params.json", params)
         write_json(tmp / "provenance.json", provenance)
         write_json(tmp / "metrics.json", metrics)
@@ -153,29 +155,38 @@ def load_bundle(root: str | Path) -> Bundle:
 
 def bundle_from_pipeline(
     *,
-    final_dir: str | Path,
+    model_dir: str | Path,
     calibration_dir: str | Path,
-    lock_path: str | Path,
     out_dir: str | Path,
 ) -> dict[str, Any]:
     """Stage ``bundle``: package the final model with its calibration and provenance."""
-    final_dir, calibration_dir = Path(final_dir), Path(calibration_dir)
-    selection = json.loads((final_dir / "selection.json").read_text())
-    chosen = json.loads((Path(selection["run_dir"]) / "summary.json").read_text())
-    stages = ["dataset", "schema", "selection", "final_selection", "calibration"]
-    calibration_metrics = read_json(calibration_dir / "metrics.json")
+    from graphqa.select import MODEL_CARD
+
+    model_dir, calibration_dir = Path(model_dir), Path(calibration_dir)
+    card = read_json(model_dir / MODEL_CARD)
+    chosen = read_json(model_dir / "summary.json")
+    inputs = {
+        "model.ckpt": model_dir / "model.ckpt",
+        "model_summary.json": model_dir / "summary.json",
+        MODEL_CARD: model_dir / MODEL_CARD,
+        FEATURE_METADATA: model_dir / FEATURE_METADATA,
+        CALIBRATION: calibration_dir / CALIBRATION,
+        THRESHOLDS: calibration_dir / THRESHOLDS,
+        "calibration_metrics.json": calibration_dir / "metrics.json",
+    }
     metrics = {
-        "model": selection["winner"],
+        "model": card["model"],
+        "why": card["reason"],
         "val": chosen["metrics"],
-        "val_calib": calibration_metrics,
+        "val_calib": read_json(calibration_dir / "metrics.json"),
     }
     return build_bundle(
-        model_ckpt=final_dir / "model.ckpt",
-        feature_metadata=final_dir / FEATURE_METADATA,
-        calibration=calibration_dir / CALIBRATION,
-        thresholds=calibration_dir / THRESHOLDS,
+        model_ckpt=inputs["model.ckpt"],
+        feature_metadata=inputs[FEATURE_METADATA],
+        calibration=inputs[CALIBRATION],
+        thresholds=inputs[THRESHOLDS],
         params=chosen["params"],
-        provenance=lock_provenance(lock_path, stages),
+        provenance=input_provenance(inputs, chosen.get("provenance", {})),
         metrics=metrics,
         out_dir=out_dir,
     )

@@ -27,6 +27,20 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_import(args: argparse.Namespace) -> int:
+    from graphqa.config_import import import_config
+
+    report = import_config(
+        args.old,
+        manifest=args.manifest,
+        out=args.out,
+        keep_paths=args.keep_paths,
+        dry_run=args.dry_run,
+    )
+    print("\n".join(report.lines()))
+    return 0
+
+
 def summarise_run(run_dir: str | Path) -> dict[str, Any]:
     """Best selection score, epoch, checkpoint and resolved schema of a training run."""
     run_dir = Path(run_dir)
@@ -183,6 +197,16 @@ def _resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from graphqa.report import write_report
+
+    result = write_report(args.runs, args.out)
+    for note in result.notes:
+        print(f"graphqa report: note: {note}", file=sys.stderr)
+    print("\n".join(str(p) for p in result.files))
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
     from graphqa.predict import predict_with_bundle
 
@@ -212,6 +236,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="dotted override, e.g. optimizer.learning_rate=1e-3",
     )
     cfg.set_defaults(func=_config)
+    cfg_actions = cfg.add_subparsers(dest="config_action", metavar="{import}")
+    imp = cfg_actions.add_parser(
+        "import",
+        help="convert a training-stack config (structured or legacy flat) into params.yaml",
+    )
+    imp.add_argument("old", metavar="OLD.yaml", help="the training stack's config file")
+    imp.add_argument(
+        "--manifest", metavar="SWEEP.yaml", help="its sweep manifest -> sweep.seeds/variants"
+    )
+    imp.add_argument(
+        "-o", "--out", default="params.yaml", help="params file to update (default: params.yaml)"
+    )
+    imp.add_argument(
+        "--keep-paths", action="store_true", help="leave the current paths.* untouched"
+    )
+    imp.add_argument("--dry-run", action="store_true", help="print the mapping, write nothing")
+    imp.set_defaults(func=_config_import)
     summ = sub.add_parser("summarise", help="JSON summary of a training run folder")
     summ.add_argument("run_dir")
     summ.set_defaults(func=_summarise)
@@ -239,7 +280,67 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--out", help="output CSV (default: stdout)")
     pred.add_argument("--batch-size", type=int, default=64)
     pred.set_defaults(func=_predict)
+    rep = sub.add_parser(
+        "report", help="PNG figures + one offline report.html of the pipeline's results"
+    )
+    rep.add_argument("--runs", default="runs", help="runs folder (default: runs)")
+    rep.add_argument("--out", default="report", help="output folder (default: report)")
+    rep.set_defaults(func=_report)
+    _add_builder_commands(sub)
     return parser
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from graphqa.manifest import check_folder, format_report
+    from graphqa.schema import schema_checker
+
+    report = check_folder(
+        args.graph_dir,
+        args.manifest,
+        write=args.write_manifest,
+        ignore_metadata=args.ignore_metadata,
+        workers=args.workers,
+        check=schema_checker(args.graph_dir),
+        progress=sys.stderr,
+    )
+    for line in format_report(report, write=args.write_manifest):
+        print(line, file=sys.stdout if report.ok else sys.stderr)
+    return 0 if report.ok else 1
+
+
+def _check_graphs(args: argparse.Namespace) -> int:
+    from graphqa.builder_check import check_build
+
+    graph_dir, checks = check_build(args.build_dir)
+    print(f"graph folder: {graph_dir}")
+    for check in checks:
+        print(check.line())
+    return 1 if any(c.failed for c in checks) else 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _add_builder_commands(sub: Any) -> None:
+    """Tools the graph builder's users rely on: its validator and the sidecar check."""
+    val = sub.add_parser(
+        "validate", help="verify a graph folder against its manifest (or write the manifest)"
+    )
+    val.add_argument("graph_dir")
+    val.add_argument("--manifest", help="manifest file (default: GRAPH_DIR/graph_manifest.json)")
+    val.add_argument("--write-manifest", action="store_true", help="hash the graphs and write it")
+    val.add_argument(
+        "--ignore-metadata", action="store_true", help="skip (or, writing, omit) metadata digests"
+    )
+    val.add_argument("--workers", type=_positive_int, default=1, help="processes (default 1)")
+    val.set_defaults(func=_validate)
+    chk = sub.add_parser("check-graphs", help="[OK]/[MISSING]/[INVALID] per builder sidecar")
+    chk.add_argument("build_dir", help="the builder's output dir or its graph_data folder")
+    chk.set_defaults(func=_check_graphs)
 
 
 def main(argv: list[str] | None = None) -> int:

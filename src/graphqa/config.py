@@ -37,15 +37,26 @@ class PathsConfig(_Section):
     val_labels: str = "data/dataset/labels/val.csv"
     val_calib_labels: str = "data/dataset/labels/val_calib.csv"
     test_labels: str = "data/dataset/labels/test.csv"
+    #: graph_metadata.json kept elsewhere (null: <graph_dir>/graph_metadata.json).
+    metadata_path: str | None = None
+    #: graph_builder_summary.json, or a folder to search for it (null: the graph folder, then
+    #: its parent). Its builder facts go into feature_metadata.json.
+    summary_path: str | None = None
+    #: Optional tuning split scored every epoch (tuning_* metrics) and selectable on. A
+    #: header-only CSV means "no tuning split" (DVC cannot declare an optional file).
+    tuning_labels: str | None = None
 
     def label_files(self) -> dict[str, str]:
-        """Split name -> label CSV, in pipeline order."""
-        return {
+        """Split name -> label CSV, in pipeline order (``tuning`` last, when configured)."""
+        files = {
             "train": self.train_labels,
             "val": self.val_labels,
             "val_calib": self.val_calib_labels,
             "test": self.test_labels,
         }
+        if self.tuning_labels is not None:
+            files["tuning"] = self.tuning_labels
+        return files
 
 
 class SplitFractions(_Section):
@@ -53,10 +64,12 @@ class SplitFractions(_Section):
     val: float = Field(0.15, gt=0, lt=1)
     val_calib: float = Field(0.1, gt=0, lt=1)
     test: float = Field(0.15, gt=0, lt=1)
+    #: 0: no tuning targets (labels/tuning.csv is written header-only).
+    tuning: float = Field(0.0, ge=0, lt=1)
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> SplitFractions:
-        total = self.train + self.val + self.val_calib + self.test
+        total = self.train + self.val + self.val_calib + self.test + self.tuning
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"split fractions must sum to 1, got {total:.4f}")
         return self
@@ -72,6 +85,9 @@ class DatasetConfig(_Section):
     max_nodes: int = Field(100, ge=4)
     knn: int = Field(8, ge=1)
     label_noise: float = Field(0.03, ge=0, le=0.5)
+    #: Targets differ in difficulty: each target's label noise is label_noise times a
+    #: log-normal factor (mean 1) with this sd of its log; 0 = every target alike.
+    target_difficulty: float = Field(0.0, ge=0, le=2)
     split: SplitFractions = SplitFractions()
 
     @model_validator(mode="after")
@@ -86,6 +102,9 @@ class DatasetConfig(_Section):
 class SchemaConfig(_Section):
     verify_manifest: bool = True
     allow_missing_graphs: bool = False  # True: drop label rows without a graph, report them
+    manifest_ignore_metadata: bool = False  # True: skip the manifest's `metadata` digests
+    #: With allow_missing_graphs: the least % of label rows that must have a graph (0: any).
+    min_coverage_percent: float = Field(0.0, ge=0, le=100)
 
 
 class EdgeSchemaConfig(_Section):
@@ -152,12 +171,21 @@ RankMetric = Literal[
     "selection_metric",
     "val_loss",
     "ema_val_loss",
+    "ema_selection_metric",
+    "ema_val_spearman",
+    "ema_val_regret",
+    "ema_val_target_spearman",
+    "ema_val_hit_rate",
     "val_mae",
     "val_regret",
     "val_spearman",
     "val_pearson",
     "val_target_spearman",
     "val_hit_rate",
+    "tuning_rank_spearman",
+    "tuning_rank_regret",
+    "tuning_hit_rate_023",
+    "tuning_dockq_mae",
 ]
 
 
@@ -166,6 +194,7 @@ class ShortlistConfig(_Section):
 
     enabled: bool = False
     k: int = Field(3, ge=1)
+    #: ema_val_loss: val loss of the run's averaged weights (needs variance_reduction.method).
     by: Literal["val_loss", "ema_val_loss"] = "ema_val_loss"
     then: RankMetric = "val_regret"
 
@@ -174,11 +203,72 @@ class SelectionConfig(_Section):
     use_val_spearman: bool = True
     spearman_min_delta: float = 0.0
     spearman_weight: float = Field(1.0, ge=0)
-    ema_decay: float = Field(0.7, ge=0, lt=1)
     hit_dockq: float = Field(0.23, ge=0, le=1)
     hit_top_k: int = Field(10, ge=1)
     primary_metric: RankMetric = "selection_metric"
     shortlist: ShortlistConfig = ShortlistConfig()
+    #: A tuning_* metric ranks runs only if the tuning split has at least this many targets
+    #: with >= 2 models; otherwise selection falls back to val_loss and says so.
+    min_tuning_groups: int = Field(3, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, data: Any) -> Any:
+        # An old key that now means something else is refused by name, not silently ignored.
+        if isinstance(data, dict) and "ema_decay" in data:
+            raise ValueError(
+                "selection.ema_decay was removed: ema_* metrics now score weight-averaged "
+                "models; set variance_reduction.ema_decay instead"
+            )
+        return data
+
+
+AVERAGING_METHODS = ("none", "ema", "swa", "topk_avg")
+
+
+class VarianceReductionConfig(_Section):
+    """Weight averaging of each training run; the averaged weights are scored as ``ema_*``.
+
+    ``ema``: exponential moving average of the weights, updated every optimizer step;
+    ``swa``: uniform average of the weights after every optimizer step (stochastic weight
+    averaging); both from ``start_epoch`` on, scored on val every epoch, the best averaged
+    state kept. ``topk_avg``: uniform average of the ``topk`` best checkpoints (by
+    ``selection_metric``) once training ends. The online model trains exactly as with
+    ``none`` (unless ``swa_lr`` replaces its schedule).
+    """
+
+    method: Literal["none", "ema", "swa", "topk_avg"] = "ema"
+    #: Per optimizer step. The default run takes ~30 steps/epoch for 30 epochs (~900 steps);
+    #: 0.99 averages over the last ~1/(1-0.99) = 100 steps (~3 epochs, half-life ~69 steps):
+    #: enough to smooth mini-batch noise, short enough to follow the plateau schedule
+    #: (patience 5 epochs). Lightning's 0.999 would span the whole run and mostly remember
+    #: the under-trained early weights.
+    ema_decay: float = Field(0.99, ge=0, lt=1)
+    #: First epoch (0-based) whose optimizer steps enter the average; for swa also where
+    #: swa_lr takes over. 1 skips the first, fastest-moving epoch.
+    start_epoch: int = Field(1, ge=0)
+    #: swa only: constant learning rate from start_epoch on (torch SWALR, replacing the
+    #: scheduler). null keeps the configured schedule, so the online model is unchanged.
+    swa_lr: float | None = Field(None, gt=0)
+    #: topk_avg only: how many of the best checkpoints are averaged (uniform weights).
+    topk: int = Field(3, ge=1)
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _known_method(cls, value: Any) -> Any:
+        if isinstance(value, str) and value not in AVERAGING_METHODS:
+            close = difflib.get_close_matches(value, AVERAGING_METHODS, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ValueError(
+                f"unknown method '{value}'; {hint}choose from {', '.join(AVERAGING_METHODS)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _swa_lr_needs_swa(self) -> VarianceReductionConfig:
+        if self.swa_lr is not None and self.method != "swa":
+            raise ValueError(f"swa_lr applies to method swa only (method is {self.method})")
+        return self
 
 
 class FinetunePhase1Config(_Section):
@@ -211,6 +301,8 @@ class MlflowConfig(_Section):
     tracking_uri: str = "./mlruns"
     experiment: str = "graphqa"
     run_name: str | None = None
+    #: Log the coverage report, feature metadata and top checkpoints at the end of each run.
+    log_artifacts: bool = True
     tags: dict[str, str] = {}
 
 
@@ -239,11 +331,15 @@ class FltConfig(_Section):
     drop_basic: bool = False
     method: Literal["permutation", "weight_magnitude"] = "permutation"
     permutation_repeats: int = Field(3, ge=1)
-    seed: int = 0
+    seed: int = 0  # permutation shuffles and the bootstrap over val targets
+    #: Every keep fraction is retrained once per seed (``dataloader.seed``); the verdicts pair
+    #: each fraction with the unpruned retrain of the same seed.
+    seeds: list[int] = [0, 1, 2]
     keep_fracs: list[float] = [1.0, 0.7, 0.5, 0.3]
     loss_tolerance: float = Field(0.01, ge=0)
     spearman_tolerance: float = Field(0.01, ge=0)
     retrain_overrides: dict[str, Any] = {}
+    adopt: bool = False  # true: calibration, bundle and evaluation use the recommended retrain
 
     @field_validator("keep_fracs", mode="before")
     @classmethod
@@ -259,6 +355,8 @@ class FltConfig(_Section):
             raise ValueError("keep_fracs must be non-empty fractions in (0, 1]")
         if len(set(self.keep_fracs)) != len(self.keep_fracs):
             raise ValueError("keep_fracs must be unique")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds must be a non-empty list of unique integers")
         return self
 
 
@@ -271,11 +369,16 @@ class CalibrationConfig(_Section):
     acceptable_dockq: float = Field(0.23, gt=0, lt=1)
     threshold_criterion: Literal["f1", "mcc"] = "f1"
     coverage: float = Field(0.9, gt=0, lt=1)
+    #: How an interval's width scales per model: sqrt(p(1-p)) + floor, the spread of its
+    #: target's predictions, or constant (see graphqa.calibrate.grouped_conformal_quantile).
+    interval_scale: Literal["none", "pvar", "target_spread"] = "pvar"
     reliability_bins: int = Field(10, ge=2)
 
 
 class EvaluateConfig(_Section):
     batch_size: int = Field(64, ge=1)
+    bootstrap_resamples: int = Field(2000, ge=100)  # resamples of test targets for 95 % CIs
+    bootstrap_seed: int = 0
 
 
 class Params(_Section):
@@ -292,6 +395,7 @@ class Params(_Section):
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     loss: LossConfig = LossConfig()
     selection: SelectionConfig = SelectionConfig()
+    variance_reduction: VarianceReductionConfig = VarianceReductionConfig()
     logging: LoggingConfig = LoggingConfig()
     mlflow: MlflowConfig = MlflowConfig()
     sweep: SweepConfig = SweepConfig()
@@ -301,6 +405,25 @@ class Params(_Section):
     evaluate: EvaluateConfig = EvaluateConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _averaged_metrics_exist(self) -> Params:
+        """Ranking by an ``ema_*`` metric needs runs that average their weights."""
+        if self.variance_reduction.method != "none":
+            return self
+        sel = self.selection
+        asked = [("selection.primary_metric", sel.primary_metric)]
+        if sel.shortlist.enabled:
+            asked += [("selection.shortlist.by", sel.shortlist.by)]
+            asked += [("selection.shortlist.then", sel.shortlist.then)]
+        for key, metric in asked:
+            if metric.startswith("ema_"):
+                raise ValueError(
+                    f"{key} is {metric}, a metric of averaged weights, but "
+                    "variance_reduction.method is none; set a method (ema, swa, topk_avg) "
+                    "or rank by a val_* metric"
+                )
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML-able dict with the same keys as ``params.yaml``."""
@@ -341,19 +464,20 @@ def suggest_key(loc: tuple[str | int, ...]) -> str | None:
 
 
 def _format_errors(err: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid configuration"]
+    """One line: the file, then every problem with its dotted key (and the fix when known)."""
+    problems = []
     for item in err.errors():
         loc = tuple(item["loc"])
         dotted = ".".join(str(p) for p in loc) or "<root>"
         if item["type"] == "extra_forbidden":
             hint = suggest_key(loc)
-            did_you_mean = f"; did you mean '{hint}'?" if hint else ""
-            lines.append(f"  - unknown key '{dotted}'{did_you_mean}")
+            did_you_mean = f" (did you mean '{hint}'?)" if hint else ""
+            problems.append(f"unknown key '{dotted}'{did_you_mean}")
         else:
             got = item.get("input")
             shown = "" if isinstance(got, dict) else f" (got {got!r})"
-            lines.append(f"  - {dotted}: {item['msg']}{shown}")
-    return "\n".join(lines)
+            problems.append(f"{dotted}: {item['msg']}{shown}")
+    return f"{source}: invalid configuration: " + "; ".join(problems)
 
 
 def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:

@@ -2,8 +2,10 @@
 
 A graph folder holds ``<TARGET>/<MODEL>.pt`` (one PyG ``Data`` per decoy, no label inside) and
 sidecars at its root: ``graph_metadata.json``, ``node_columns.json``, ``edge_columns.json``,
-``topology_columns.json`` and ``graph_manifest.json``. Labels are CSVs ``MODEL,dockq,capri``.
-Both the embedded generator and users' builders produce exactly this, so one reader serves both.
+``topology_columns.json`` and ``graph_manifest.json`` (digest scheme: :mod:`graphqa.manifest`);
+the builder's ``graph_builder_summary.json`` sits there or one level up. Labels are CSVs
+``MODEL,dockq,capri``. Both the embedded generator and users' builders produce exactly this, so
+one reader serves both.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ NODE_COLUMNS = "node_columns.json"
 EDGE_COLUMNS = "edge_columns.json"
 TOPOLOGY_COLUMNS = "topology_columns.json"
 GRAPH_MANIFEST = "graph_manifest.json"
+#: The builder's run summary: in the graph folder or (the builder's layout) its parent.
+BUILDER_SUMMARY = "graph_builder_summary.json"
 LABEL_COLUMNS = ("MODEL", "dockq", "capri")
-HASHED_TENSORS = ("x", "edge_index", "edge_attr")
 
 #: The only classes a graph file may reference besides tensors and builtins.
 GRAPH_SAFE_GLOBALS: list[Any] = [Data, DataEdgeAttr, DataTensorAttr, GlobalStorage]
@@ -49,19 +52,6 @@ class DataContractError(ValueError):
 def target_of(model: str) -> str:
     """Target id of a model: the file stem's prefix before the first ``_``."""
     return Path(model).name.split("_", 1)[0]
-
-
-def tensor_digest(tensor: torch.Tensor) -> str:
-    """sha256 over dtype, shape and raw bytes (what ``graph_manifest.json`` records)."""
-    digest = hashlib.sha256()
-    digest.update(str(tensor.dtype).encode())
-    digest.update(json.dumps(list(tensor.shape)).encode())
-    digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def manifest_entry(data: Data) -> dict[str, str]:
-    return {key: tensor_digest(getattr(data, key)) for key in HASHED_TENSORS}
 
 
 def load_graph(path: str | Path) -> Data:
@@ -169,3 +159,12 @@ def _rmtree(path: Path) -> None:
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
+
+
+def sha256_file(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in chunks (checkpoints can be large)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -21,6 +21,8 @@ from graphqa.contract import DataContractError, GraphRecord
 
 PACKED_FORMAT = "graphqa.packed/1"
 SPLITS = ("train", "val", "val_calib", "test")
+#: Optional split (``paths.tuning_labels``), packed only when its label CSV has rows.
+TUNING_SPLIT = "tuning"
 
 
 @dataclass

@@ -24,16 +24,17 @@ from torch_geometric.data import Data
 
 from graphqa.config import DatasetConfig
 from graphqa.contract import (
+    BUILDER_SUMMARY,
     EDGE_COLUMNS,
     GRAPH_MANIFEST,
     GRAPH_METADATA,
     NODE_COLUMNS,
     TOPOLOGY_COLUMNS,
     atomic_dir,
-    manifest_entry,
     save_graph,
     write_json,
 )
+from graphqa.manifest import manifest_entry
 
 BASIC_COLUMNS = [
     "rasa",
@@ -215,11 +216,26 @@ def _make_graph(decoy: _Decoy, cfg: DatasetConfig, rng: np.random.Generator) -> 
     )
 
 
+def _label_noise_per_target(cfg: DatasetConfig, rng: np.random.Generator) -> dict[str, float]:
+    """Label-noise sd of each target: hard targets are noisier, as on real data, so a guarantee
+    calibrated on some targets (intervals, thresholds) is tested on targets unlike them."""
+    targets = [f"T{t + 1:04d}" for t in range(cfg.n_targets)]
+    if cfg.target_difficulty == 0:
+        return dict.fromkeys(targets, cfg.label_noise)
+    s = cfg.target_difficulty
+    factor = np.exp(s * rng.standard_normal(len(targets)) - s * s / 2)
+    return {t: float(cfg.label_noise * f) for t, f in zip(targets, factor, strict=True)}
+
+
 def _split_targets(
     targets: list[str], cfg: DatasetConfig, rng: np.random.Generator
 ) -> dict[str, list[str]]:
-    """Targets -> split by fraction (largest remainder, at least one target per split)."""
-    fracs = cfg.split.model_dump()
+    """Targets -> split by fraction (largest remainder, at least one target per split).
+
+    Zero-fraction splits (``tuning`` by default) get no targets and take no part in the
+    rounding, so the other splits are exactly those of a config without them.
+    """
+    fracs = {name: frac for name, frac in cfg.split.model_dump().items() if frac > 0}
     order = list(rng.permutation(targets))
     exact = {k: v * len(order) for k, v in fracs.items()}
     counts = {k: max(1, math.floor(v)) for k, v in exact.items()}
@@ -243,7 +259,7 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def generate_dataset(*, cfg: DatasetConfig, out_dir: str | Path) -> dict[str, Any]:
-    """Write graphs, sidecars, label CSVs and ``ground_truth.json`` under ``out_dir``.
+    """Write graphs, sidecars, the builder summary, label CSVs and ``ground_truth.json``.
 
     Returns the ground-truth summary. The folder is swapped in atomically.
     """
@@ -251,7 +267,9 @@ def generate_dataset(*, cfg: DatasetConfig, out_dir: str | Path) -> dict[str, An
     decoys = _latent_scores(cfg, rng)
     scores = np.array([d.score for d in decoys])
     clean = dockq_from_score(scores)
-    labels = np.clip(clean + cfg.label_noise * rng.standard_normal(len(decoys)), 0.0, 1.0)
+    noise_sd = _label_noise_per_target(cfg, rng)
+    per_decoy_sd = np.array([noise_sd[d.target] for d in decoys])
+    labels = np.clip(clean + per_decoy_sd * rng.standard_normal(len(decoys)), 0.0, 1.0)
     labels = np.round(labels, 6)
     split_of_target = {
         t: name
@@ -268,7 +286,7 @@ def generate_dataset(*, cfg: DatasetConfig, out_dir: str | Path) -> dict[str, An
             data = _make_graph(decoy, cfg, rng)
             key = f"{decoy.target}/{decoy.model}"
             save_graph(data, graph_dir / f"{key}.pt")
-            manifest[f"{key}.pt"] = manifest_entry(data)
+            manifest[f"{key}.pt"] = manifest_entry(data, graph_dir / f"{key}.pt")
             entries[key] = {
                 "edge_module": EDGE_MODULE,
                 "edge_metadata": {
@@ -283,6 +301,7 @@ def generate_dataset(*, cfg: DatasetConfig, out_dir: str | Path) -> dict[str, An
         write_json(graph_dir / EDGE_COLUMNS, EDGE_COLUMN_NAMES)
         write_json(graph_dir / TOPOLOGY_COLUMNS, ["ID", *tcols])
         write_json(graph_dir / GRAPH_MANIFEST, manifest)
+        write_json(tmp / BUILDER_SUMMARY, _builder_summary(len(decoys), ncols, tcols))
 
         frame = pd.DataFrame(
             {
@@ -293,11 +312,13 @@ def generate_dataset(*, cfg: DatasetConfig, out_dir: str | Path) -> dict[str, An
             }
         )
         (tmp / "labels").mkdir()
-        for name in ("train", "val", "val_calib", "test"):
+        # tuning.csv always exists (header-only without tuning targets): params.yaml can
+        # point paths.tuning_labels at it and DVC can track it as a dependency.
+        for name in ("train", "val", "val_calib", "test", "tuning"):
             part = frame[frame["split"] == name].drop(columns="split")
             part.to_csv(tmp / "labels" / f"{name}.csv", index=False, float_format="%.6f")
 
-        truth = _ground_truth(cfg, frame, clean, labels)
+        truth = _ground_truth(cfg, frame, clean, labels, noise_sd)
         write_json(tmp / "ground_truth.json", truth)
     return truth
 
@@ -331,11 +352,34 @@ def _graph_metadata(
     }
 
 
+def _builder_summary(graphs: int, ncols: list[str], tcols: list[str]) -> dict[str, Any]:
+    """``graph_builder_summary.json`` in the builder's shape (next to ``graphs/``, as the builder
+    writes it next to ``graph_data/``), minus commands, paths and timings so it stays
+    byte-reproducible."""
+    stats = {"failures": 0, "processed": graphs, "success": graphs}
+    return {
+        "builder": {"id": "graphqa.embedded", "version": 1},
+        "feature_dims": {
+            "edge_feature_dim": len(EDGE_COLUMN_NAMES),
+            "node_feature_dim": len(ncols),
+            "topology_feature_dim": len(tcols),
+        },
+        "edge": {"module": EDGE_MODULE, **stats},
+        "topology": {"module": TOPOLOGY_MODULE, **stats},
+        "validation": {"enabled": True, "exit_code": 0},
+    }
+
+
 def _ground_truth(
-    cfg: DatasetConfig, frame: pd.DataFrame, clean: np.ndarray, labels: np.ndarray
+    cfg: DatasetConfig,
+    frame: pd.DataFrame,
+    clean: np.ndarray,
+    labels: np.ndarray,
+    noise_sd: dict[str, float],
 ) -> dict[str, Any]:
     per_split = {}
-    for name in ("train", "val", "val_calib", "test"):
+    tuning = ["tuning"] if cfg.split.tuning > 0 else []  # absent: file as before tuning existed
+    for name in ["train", "val", "val_calib", "test", *tuning]:
         mask = (frame["split"] == name).to_numpy()
         per_split[name] = {
             "graphs": int(mask.sum()),
@@ -344,7 +388,7 @@ def _ground_truth(
         }
     return {
         "description": "Hidden recipe of the embedded dataset: label = dockq_from_score("
-        "sum_k w_k z_k / ||w||) + N(0, label_noise), clipped to [0, 1]; each "
+        "sum_k w_k z_k / ||w||) + N(0, label_noise_per_target[target]), clipped to [0, 1]; each "
         "signal group encodes only its own component z_k.",
         "signal_groups": {k: v for k, v in SIGNAL_WEIGHTS.items()},
         "noise_groups": NOISE_SLOTS,
@@ -357,6 +401,8 @@ def _ground_truth(
             "structure": ["<number of nodes>"],
         },
         "label_noise": cfg.label_noise,
+        "target_difficulty": cfg.target_difficulty,
+        "label_noise_per_target": {t: round(v, 6) for t, v in noise_sd.items()},
         "best_achievable_spearman": round(_spearman(clean, labels), 4),
         "splits": per_split,
         "label_fractions": {

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from graphqa.config import Params, parse_params
 from graphqa.contract import write_json
+from graphqa.select import WINNER_DIR
 from graphqa.train import train_run
 
 
@@ -40,7 +41,8 @@ def write_skipped(out_dir: str | Path, reason: str) -> dict[str, Any]:
 def resume_checkpoint(
     phase: int, resume_from: str, selection_dir: str | Path, phase1_dir: str | Path
 ) -> Path:
-    """Checkpoint a phase starts from."""
+    """Checkpoint a phase starts from: the sweep winner's copy in ``<selection>/winner/``, or
+    phase 1's best for ``phase1_best``."""
     if phase == 2 and resume_from == "phase1_best":
         ckpt = Path(phase1_dir) / "checkpoints" / "best.ckpt"
         if not ckpt.exists():
@@ -49,8 +51,7 @@ def resume_checkpoint(
                 "phase 1 produced no checkpoint"
             )
         return ckpt
-    selection = json.loads((Path(selection_dir) / "selection.json").read_text())
-    return Path(selection["checkpoint"])
+    return Path(selection_dir) / WINNER_DIR / "model.ckpt"
 
 
 def finetune_run(
@@ -66,15 +67,15 @@ def finetune_run(
     """Stage worker for ``finetune_phase1`` and ``finetune_phase2@<seed>``."""
     if not params.finetune.enabled:
         return write_skipped(out_dir, "finetune.enabled is false")
-    selection = json.loads((Path(selection_dir) / "selection.json").read_text())
-    winner_summary = json.loads((Path(selection["run_dir"]) / "summary.json").read_text())
+    winner_path = Path(selection_dir) / WINNER_DIR / "summary.json"
+    winner_summary = json.loads(winner_path.read_text())
     phase_cfg = params.finetune.phase1 if phase == 1 else params.finetune.phase2
     overrides: dict[str, Any] = dict(phase_cfg.overrides)
     if seed is not None:
         overrides["dataloader.seed"] = seed
     # The winner's params carry its architecture; the current finetune section governs.
     base = {**winner_summary["params"], "finetune": params.finetune.model_dump(mode="json")}
-    run_params = parse_params(base, overrides, source=f"{selection['run_dir']}/summary.json")
+    run_params = parse_params(base, overrides, source=str(winner_path))
     start = resume_checkpoint(phase, params.finetune.phase2.resume_from, selection_dir, phase1_dir)
     print(f"finetune phase {phase}: from {start} with {overrides}", flush=True)
     name = f"phase{phase}" + (f"-seed{seed}" if seed is not None else "")

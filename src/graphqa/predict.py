@@ -1,7 +1,10 @@
-"""Scoring graph folders with a shipped bundle (and the per-target ranking report).
+"""Scoring graph folders with a shipped bundle, the per-target ranking report and the
+``evaluate`` stage.
 
 Graph folders are streamed from disk a batch at a time, so memory does not grow with the
 number of graphs; every graph is validated against the bundle's schema before it is scored.
+Every metric comes from :mod:`graphqa.metrics` (the definitions training uses); ``evaluate``
+adds bootstrap intervals over test targets and the reference rankers of :mod:`graphqa.reference`.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -24,9 +27,30 @@ from graphqa.contract import (
     load_graph,
     target_of,
 )
-from graphqa.metrics import pearson, spearman
+from graphqa.metrics import (
+    BOOTSTRAP_LEVEL,
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    HIT_THRESHOLDS,
+    TOP_K,
+    bootstrap_mean,
+    bootstrap_pooled,
+    hits_key,
+    mae,
+    mse,
+    pearson,
+    per_target_table,
+    ranks_within_targets,
+    resample_targets,
+    spearman,
+    target_members,
+)
 from graphqa.model import TopoQANet
 from graphqa.schema import FeatureSchema, match_labels, read_labels, resolve_schema, validate_graph
+
+if TYPE_CHECKING:  # runtime imports stay lazy: `graphqa predict` needs neither
+    from graphqa.bundle import Bundle
+    from graphqa.reference import TreesSettings
 
 # --------------------------------------------------------------------------------------------
 # Graph folders
@@ -76,12 +100,10 @@ def graph_refs(
     return refs, {r.model: r.dockq for r in records}
 
 
-@torch.no_grad()
-def stream_logits(
-    net: TopoQANet, refs: list[GraphRef], schema: FeatureSchema, batch_size: int = 64
-) -> Iterator[tuple[list[GraphRef], Tensor]]:
-    """Validate and score graphs a batch at a time, reading each file once."""
-    net = net.eval()
+def stream_batches(
+    refs: list[GraphRef], schema: FeatureSchema, batch_size: int = 64
+) -> Iterator[tuple[list[GraphRef], Batch]]:
+    """Validated graphs a batch at a time, reading each file once."""
     for start in range(0, len(refs), batch_size):
         chunk = refs[start : start + batch_size]
         graphs = []
@@ -91,11 +113,21 @@ def stream_logits(
             graphs.append(
                 data.__class__(x=data.x, edge_index=data.edge_index, edge_attr=data.edge_attr)
             )
-        batch = Batch.from_data_list(graphs)
-        yield (
-            chunk,
-            net(batch.x, batch.edge_index, batch.edge_attr, batch.batch, batch.num_graphs).double(),
-        )
+        yield chunk, Batch.from_data_list(graphs)
+
+
+@torch.no_grad()
+def batch_logits(net: TopoQANet, batch: Batch) -> Tensor:
+    return net(batch.x, batch.edge_index, batch.edge_attr, batch.batch, batch.num_graphs).double()
+
+
+def stream_logits(
+    net: TopoQANet, refs: list[GraphRef], schema: FeatureSchema, batch_size: int = 64
+) -> Iterator[tuple[list[GraphRef], Tensor]]:
+    """Validate and score graphs a batch at a time, reading each file once."""
+    net = net.eval()
+    for chunk, batch in stream_batches(refs, schema, batch_size):
+        yield chunk, batch_logits(net, batch)
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,36 +137,24 @@ def stream_logits(
 def ranking_report(
     frame: pd.DataFrame,
     score: str = "pred_calibrated",
-    thresholds: tuple[float, ...] = (0.23, 0.49, 0.80),
-    top_k: int = 10,
+    thresholds: tuple[float, ...] = HIT_THRESHOLDS,
+    top_k: int = TOP_K,
 ) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Per-target ranking loss and top-k hits, plus roll-ups over all graphs and targets."""
-    per_target = []
-    for target, group in frame.groupby("TARGET", sort=True):
-        order = group.sort_values([score, "MODEL"], ascending=[False, True])
-        row: dict[str, Any] = {
-            "TARGET": target,
-            "models": len(group),
-            "ranking_loss": float(group["dockq"].max() - order["dockq"].iloc[0]),
-        }
-        for t in thresholds:
-            row[f"top{top_k}_hit_{t:.2f}"] = (
-                int((order["dockq"].iloc[:top_k] >= t).any())
-                if (group["dockq"] >= t).any()
-                else None
-            )
-        per_target.append(row)
-    targets = pd.DataFrame(per_target)
+    """Per-target table (:func:`graphqa.metrics.per_target_table`) and roll-ups: agreement
+    over all models, means over targets of ranking loss, Spearman and top-k hit counts."""
     pred, true = frame[score].to_numpy(float), frame["dockq"].to_numpy(float)
+    targets = per_target_table(pred, true, frame["TARGET"].to_numpy(), thresholds, top_k)
     rollup = {
+        "n_targets": len(targets),
+        "mse": mse(pred, true),
+        "mae": mae(pred, true),
         "pearson": pearson(pred, true),
-        "spearman": spearman(pred, true),
-        "mae": float(np.abs(pred - true).mean()),
+        "spearman_pooled": spearman(pred, true),
+        "spearman_per_target_mean": float(targets["spearman"].mean()),  # NaN targets skipped
         "ranking_loss": float(targets["ranking_loss"].mean()),
     }
     for t in thresholds:
-        col = targets[f"top{top_k}_hit_{t:.2f}"].dropna()
-        rollup[f"hit_rate_{round(t * 100):03d}"] = float(col.mean()) if len(col) else None
+        rollup[hits_key(t)] = float(targets[hits_key(t)].mean())
     return targets, rollup
 
 
@@ -166,29 +186,81 @@ def score_frame(
     """One row per model: raw and calibrated DockQ, interval, acceptable flag, rank."""
     from scipy.special import expit
 
+    from graphqa.calibrate import ConformalInterval
+
     cal = calibrated(calibration, logits)
-    half = float(calibration["conformal"]["half_width"])
+    targets = np.array([k.target for k in keys], dtype=object)
+    low, high = (
+        ConformalInterval.from_dict(calibration["conformal"]).bounds(cal, targets)
+        if len(keys)
+        else (cal, cal)
+    )
     frame = pd.DataFrame(
         {
             "TARGET": [k.target for k in keys],
             "MODEL": [k.model for k in keys],
             "pred_raw": expit(logits),
             "pred_calibrated": cal,
-            "interval_low": np.clip(cal - half, 0.0, 1.0),
-            "interval_high": np.clip(cal + half, 0.0, 1.0),
+            "interval_low": low,
+            "interval_high": high,
             "acceptable": cal >= float(thresholds["threshold"]),
+            "rank_in_target": ranks_within_targets(cal, targets),
         }
-    )
-    frame["rank_in_target"] = (
-        frame.sort_values(["pred_calibrated", "MODEL"], ascending=[False, True])
-        .groupby("TARGET")
-        .cumcount()
-        .reindex(frame.index)
-        + 1
     )
     if labels:
         frame["dockq"] = [labels[m] for m in frame["MODEL"]]
     return frame
+
+
+@dataclass
+class Scored:
+    """A scored graph folder: the per-model frame, the run report, pooled features (optional)."""
+
+    frame: pd.DataFrame
+    report: dict[str, Any]
+    pooled: np.ndarray | None = None
+
+
+def score_folder(
+    bundle: Bundle,
+    graph_dir: str | Path,
+    labels_csv: str | Path | None = None,
+    batch_size: int = 64,
+    pooled: bool = False,
+) -> Scored:
+    """Score a graph folder with a loaded bundle in one pass over the files; with ``pooled``
+    also the pooled features of every graph (for the reference trees of ``evaluate``)."""
+    from graphqa.calibrate import ConformalInterval
+    from graphqa.pooled import pooled_batch
+
+    schema = check_schema(bundle.schema, graph_dir)
+    refs, labels = graph_refs(graph_dir, labels_csv)
+    net = bundle.net.eval()
+    start = time.perf_counter()
+    keys: list[GraphRef] = []
+    logits: list[np.ndarray] = []
+    features: list[np.ndarray] = []
+    for chunk, batch in stream_batches(refs, schema, batch_size):
+        keys += chunk
+        logits.append(batch_logits(net, batch).numpy())
+        if pooled:
+            features.append(pooled_batch(batch, bundle.schema, str(graph_dir)))
+    seconds = time.perf_counter() - start
+    all_logits = np.concatenate(logits) if logits else np.zeros(0)
+    frame = score_frame(keys, all_logits, bundle.calibration, bundle.thresholds, labels)
+    interval = ConformalInterval.from_dict(bundle.calibration["conformal"])
+    report: dict[str, Any] = {
+        "graphs": len(frame),
+        "interval": interval.to_dict(),
+        "seconds": round(seconds, 3),
+        "graphs_per_s": round(len(frame) / seconds, 1) if seconds > 0 else None,
+    }
+    if labels:
+        per_target, rollup = ranking_report(frame)
+        report["metrics"] = rollup
+        report["per_target"] = per_target
+    stacked = np.concatenate(features) if features else None
+    return Scored(frame=frame, report=report, pooled=stacked)
 
 
 def predict_with_bundle(
@@ -200,29 +272,127 @@ def predict_with_bundle(
     """Score a graph folder with a verified bundle; metrics too when labels are given."""
     from graphqa.bundle import load_bundle
 
-    bundle = load_bundle(bundle_dir)
-    schema = check_schema(bundle.schema, graph_dir)
-    refs, labels = graph_refs(graph_dir, labels_csv)
-    start = time.perf_counter()
-    keys: list[GraphRef] = []
-    logits: list[np.ndarray] = []
-    for chunk, out in stream_logits(bundle.net, refs, schema, batch_size):
-        keys += chunk
-        logits.append(out.numpy())
-    seconds = time.perf_counter() - start
-    all_logits = np.concatenate(logits) if logits else np.zeros(0)
-    frame = score_frame(keys, all_logits, bundle.calibration, bundle.thresholds, labels)
-    report: dict[str, Any] = {
-        "graphs": len(frame),
-        "interval_half_width": float(bundle.calibration["conformal"]["half_width"]),
-        "seconds": round(seconds, 3),
-        "graphs_per_s": round(len(frame) / seconds, 1) if seconds > 0 else None,
+    scored = score_folder(load_bundle(bundle_dir), graph_dir, labels_csv, batch_size)
+    return scored.frame, scored.report
+
+
+# --------------------------------------------------------------------------------------------
+# The evaluate stage
+
+#: Metric-name prefix of each ranker in metrics.json.
+RANKER_PREFIX = {"gnn": "test", "pooled_trees": "ref_trees", "random": "ref_random"}
+
+
+def ranker_summary(
+    ranker: str,
+    table: pd.DataFrame,
+    resamples: np.ndarray,
+    pred: np.ndarray | None = None,
+    true: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
+    level: float = BOOTSTRAP_LEVEL,
+) -> list[dict[str, Any]]:
+    """Headline numbers of one ranker with percentile intervals over resampled targets:
+    means over targets of ranking loss, per-target Spearman and hit counts, and (given
+    per-model predictions) pooled Spearman with whole targets resampled."""
+    rows = []
+    per_target = ["ranking_loss", "spearman"] + [c for c in table.columns if c.startswith("hits_")]
+    for column in per_target:
+        values = table[column].to_numpy(float)
+        low, high = bootstrap_mean(values, resamples, level)
+        name = "spearman_per_target_mean" if column == "spearman" else column
+        value = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+        rows.append(
+            {"ranker": ranker, "metric": name, "value": value, "ci_low": low, "ci_high": high}
+        )
+    if pred is not None and true is not None and groups is not None:
+        low, high = bootstrap_pooled(spearman, pred, true, groups, resamples, level)
+        rows.append(
+            {
+                "ranker": ranker,
+                "metric": "spearman_pooled",
+                "value": spearman(pred, true),
+                "ci_low": low,
+                "ci_high": high,
+            }
+        )
+        for name, fn in (("mse", mse), ("mae", mae), ("pearson", pearson)):
+            rows.append({"ranker": ranker, "metric": name, "value": fn(pred, true)})
+    return rows
+
+
+def paired_difference(
+    name: str,
+    a: pd.DataFrame,
+    b: pd.DataFrame,
+    column: str,
+    resamples: np.ndarray,
+    level: float = BOOTSTRAP_LEVEL,
+) -> dict[str, Any]:
+    """Mean over targets of ``a - b`` for one per-target column, resampling targets jointly
+    (negative ranking-loss difference: ``a`` picks better models than ``b``)."""
+    diff = a[column].to_numpy(float) - b[column].to_numpy(float)
+    low, high = bootstrap_mean(diff, resamples, level)
+    return {
+        "ranker": name,
+        "metric": column,
+        "value": float(np.nanmean(diff)),
+        "ci_low": low,
+        "ci_high": high,
     }
-    if labels:
-        per_target, rollup = ranking_report(frame)
-        report["metrics"] = rollup
-        report["per_target"] = per_target
-    return frame, report
+
+
+def _finite_or_none(value: Any) -> Any:
+    """JSON-safe headline value: strings and ints as they are, floats rounded, NaN -> null."""
+    if isinstance(value, str | int | np.integer) or value is None:
+        return value if not isinstance(value, np.integer) else int(value)
+    value = float(value)
+    return round(value, 6) if np.isfinite(value) else None
+
+
+def headline_metrics(summary: pd.DataFrame) -> dict[str, Any]:
+    """The metrics.json subset of the summary table (what ``dvc exp show`` lists)."""
+    wanted = {
+        "gnn": (
+            "ranking_loss",
+            "spearman_pooled",
+            "spearman_per_target_mean",
+            *(hits_key(t) for t in HIT_THRESHOLDS),
+        ),
+        "pooled_trees": ("ranking_loss", "spearman_pooled"),
+        "random": ("ranking_loss",),
+        "gnn_minus_trees": ("ranking_loss",),
+    }
+    prefix = {**RANKER_PREFIX, "gnn_minus_trees": "gnn_minus_trees"}
+    out: dict[str, Any] = {}
+    for row in summary.to_dict("records"):
+        if row["metric"] in wanted.get(row["ranker"], ()):
+            key = f"{prefix[row['ranker']]}_{row['metric']}"
+            out[key] = row["value"]
+            out[f"{key}_ci_low"] = row["ci_low"]
+            out[f"{key}_ci_high"] = row["ci_high"]
+        elif row["ranker"] == "gnn" and row["metric"] in ("mse", "mae", "pearson"):
+            out[f"test_{row['metric']}"] = row["value"]
+    return out
+
+
+def wide_per_target(tables: dict[str, pd.DataFrame], interval_coverage: np.ndarray) -> pd.DataFrame:
+    """One row per target: the GNN's columns as they are, each reference ranker's beside them
+    with its name as prefix (``trees_ranking_loss``, ``random_hits_023``...), so a chart or
+    ``dvc plots`` can overlay the rankers target by target; plus the GNN interval's coverage of
+    the target's models."""
+    gnn = tables["gnn"]
+    shared = ["TARGET", "n_models", "best_dockq"]
+    wide = gnn.assign(interval_coverage=interval_coverage)
+    for name, table in tables.items():
+        if name == "gnn":
+            continue
+        if not table["TARGET"].equals(gnn["TARGET"]):
+            raise ValueError(f"per-target tables of gnn and {name} list different targets")
+        prefix = name.split("_")[-1]
+        own = table.drop(columns=shared)
+        wide = pd.concat([wide, own.add_prefix(f"{prefix}_")], axis=1)
+    return wide
 
 
 def evaluate_bundle(
@@ -231,46 +401,109 @@ def evaluate_bundle(
     graph_dir: str | Path,
     labels_csv: str | Path,
     out_dir: str | Path,
+    schema_dir: str | Path,
     batch_size: int = 64,
     bins: int = 10,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    trees: TreesSettings | None = None,
 ) -> dict[str, Any]:
-    """Stage ``evaluate``: the bundle on the test split through the same predict code."""
-    from graphqa.calibrate import (
-        expected_calibration_error,
-        interval_coverage,
-        reliability_curve,
-    )
-    from graphqa.contract import write_json
+    """Stage ``evaluate``: the bundle on the test split through the same predict code, with
+    bootstrap intervals over test targets and the reference rankers beside it.
 
-    frame, report = predict_with_bundle(bundle_dir, graph_dir, labels_csv, batch_size)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    Writes ``metrics.json`` (headline numbers and intervals), ``summary.csv`` (every metric of
+    every ranker with its interval), ``per_target.csv`` (one row per target, all rankers),
+    ``predictions.csv``, ``interval_coverage.csv`` (all models and per DockQ band) and
+    ``reliability.csv``. ``per_target.csv`` holds one row per target: the GNN's columns, then
+    ``trees_*`` and ``random_*`` for the reference rankers. Reads
+    ``<schema_dir>/packed/{train,val}.pt`` to fit the trees.
+    """
+    from graphqa.bundle import load_bundle
+    from graphqa.calibrate import ConformalInterval, coverage_by_band
+    from graphqa.contract import write_json
+    from graphqa.data import PackedSplit
+    from graphqa.metrics import expected_calibration_error, reliability_curve
+    from graphqa.reference import TreesSettings, fit_trees_on_packed, random_pick_table
+
+    bundle = load_bundle(bundle_dir)
+    packed = Path(schema_dir) / "packed"
+    train, val = PackedSplit.load(packed / "train.pt"), PackedSplit.load(packed / "val.pt")
+    scored = score_folder(bundle, graph_dir, labels_csv, batch_size, pooled=True)
+    frame, report = scored.frame, scored.report
+    reference = fit_trees_on_packed(train, val, bundle.schema, trees or TreesSettings())
+    frame["pred_trees"] = reference.predict(scored.pooled)
+
     true = frame["dockq"].to_numpy(float)
+    groups = frame["TARGET"].to_numpy()
     raw, cal = frame["pred_raw"].to_numpy(float), frame["pred_calibrated"].to_numpy(float)
-    coverage = interval_coverage(cal, true, report["interval_half_width"])
-    m = report["metrics"]
-    metrics = {
-        "test_pearson": m["pearson"],
-        "test_spearman": m["spearman"],
-        "test_mae": m["mae"],
-        "test_ranking_loss": m["ranking_loss"],
-        "test_hit_rate_023": m["hit_rate_023"],
-        "test_hit_rate_049": m["hit_rate_049"],
-        "test_hit_rate_080": m["hit_rate_080"],
+    trees_pred = frame["pred_trees"].to_numpy(float)
+    tables = {
+        "gnn": report["per_target"],
+        "pooled_trees": per_target_table(trees_pred, true, groups),
+        "random": random_pick_table(true, groups),
+    }
+    resamples = resample_targets(len(tables["gnn"]), n_resamples, seed)
+    rows = ranker_summary("gnn", tables["gnn"], resamples, cal, true, groups)
+    rows += ranker_summary(
+        "pooled_trees", tables["pooled_trees"], resamples, trees_pred, true, groups
+    )
+    rows += ranker_summary("random", tables["random"], resamples)
+    for ref in ("pooled_trees", "random"):
+        rows.append(
+            paired_difference(
+                f"gnn_minus_{ref.split('_')[-1]}",
+                tables["gnn"],
+                tables[ref],
+                "ranking_loss",
+                resamples,
+            )
+        )
+    summary = pd.DataFrame(rows, columns=["ranker", "metric", "value", "ci_low", "ci_high"])
+
+    interval = ConformalInterval.from_dict(bundle.calibration["conformal"])
+    bands = coverage_by_band(cal, true, interval.half_widths(cal, groups), groups)
+    covered = (true >= frame["interval_low"].to_numpy()) & (
+        true <= frame["interval_high"].to_numpy()
+    )
+    per_target_cover = np.array([covered[rows].mean() for rows in target_members(groups)[1]])
+    cover_low, cover_high = bootstrap_mean(per_target_cover, resamples)
+
+    metrics: dict[str, Any] = {
+        "test_n_targets": len(tables["gnn"]),
+        "test_n_models": len(frame),
+        **headline_metrics(summary),
         "test_ece_raw": expected_calibration_error(raw, true, bins),
         "test_ece_calibrated": expected_calibration_error(cal, true, bins),
-        "test_interval_coverage": coverage["coverage"],
-        "test_interval_width": coverage["mean_width"],
+        "test_interval_coverage": bands[0]["coverage"],
+        "test_interval_coverage_target_mean": bands[0]["coverage_target_mean"],
+        "test_interval_coverage_target_mean_ci_low": cover_low,
+        "test_interval_coverage_target_mean_ci_high": cover_high,
+        "test_interval_width": bands[0]["mean_width"],
+        "ref_trees_n_iter": reference.n_iter,
+        "interval_guarantee": interval.guarantee(),
     }
-    metrics = {k: None if v is None else round(float(v), 6) for k, v in metrics.items()}
+    metrics = {k: _finite_or_none(v) for k, v in metrics.items()}
+    per_target = wide_per_target(tables, per_target_cover)
+    reliability = [{"calibration": "raw", **r} for r in reliability_curve(raw, true, bins)]
+    reliability += [{"calibration": "calibrated", **r} for r in reliability_curve(cal, true, bins)]
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv = {"index": False, "float_format": "%.6f"}
+    frame.to_csv(out_dir / "predictions.csv", **csv)
+    per_target.to_csv(out_dir / "per_target.csv", **csv)
+    summary.to_csv(out_dir / "summary.csv", **csv)
+    pd.DataFrame([{"split": "test", **row} for row in bands]).to_csv(
+        out_dir / "interval_coverage.csv", **csv
+    )
+    pd.DataFrame(reliability).to_csv(out_dir / "reliability.csv", **csv)
     write_json(out_dir / "metrics.json", metrics)
-    frame.to_csv(out_dir / "predictions.csv", index=False, float_format="%.6f")
-    report["per_target"].to_csv(out_dir / "per_target.csv", index=False, float_format="%.6f")
-    rows = [{"calibration": "raw", **r} for r in reliability_curve(raw, true, bins)]
-    rows += [{"calibration": "calibrated", **r} for r in reliability_curve(cal, true, bins)]
-    pd.DataFrame(rows).to_csv(out_dir / "reliability.csv", index=False, float_format="%.6f")
     print(
-        f"evaluate: {len(frame)} test graphs at {report['graphs_per_s']} graphs/s; "
-        f"Spearman {metrics['test_spearman']}, ranking loss {metrics['test_ranking_loss']}"
+        f"evaluate: {len(frame)} test graphs, {metrics['test_n_targets']} targets at "
+        f"{report['graphs_per_s']} graphs/s; ranking loss {metrics['test_ranking_loss']} "
+        f"[{metrics['test_ranking_loss_ci_low']}, {metrics['test_ranking_loss_ci_high']}] vs "
+        f"trees {metrics['ref_trees_ranking_loss']}, random {metrics['ref_random_ranking_loss']}; "
+        f"interval coverage {metrics['test_interval_coverage_target_mean']} "
+        f"({interval.guarantee()})"
     )
     return metrics

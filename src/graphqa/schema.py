@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import torch
 from torch_geometric.data import Data
 
 from graphqa.contract import (
+    BUILDER_SUMMARY,
     EDGE_COLUMNS,
     GRAPH_MANIFEST,
     GRAPH_METADATA,
@@ -26,11 +29,12 @@ from graphqa.contract import (
     TOPOLOGY_COLUMNS,
     DataContractError,
     GraphRecord,
+    list_graph_files,
     load_graph,
-    manifest_entry,
     read_json,
     target_of,
 )
+from graphqa.manifest import coverage_problems, manifest_key, read_manifest, verify_entry
 
 FEATURE_METADATA = "feature_metadata.json"
 
@@ -48,6 +52,8 @@ class FeatureSchema:
     module_registry: dict[str, Any] = field(default_factory=dict)
     builder: dict[str, Any] = field(default_factory=dict)
     source: str = GRAPH_METADATA
+    #: Machine-independent facts from ``graph_builder_summary.json`` (None: no summary found).
+    builder_summary: dict[str, Any] | None = None
 
     @property
     def node_dim(self) -> int:
@@ -83,6 +89,7 @@ class FeatureSchema:
             },
             "module_registry": self.module_registry,
             "builder": self.builder,
+            "builder_summary": self.builder_summary,
             "source": self.source,
         }
 
@@ -98,6 +105,7 @@ class FeatureSchema:
             module_registry=dict(obj.get("module_registry") or {}),
             builder=dict(obj.get("builder") or {}),
             source=obj.get("source", GRAPH_METADATA),
+            builder_summary=obj.get("builder_summary"),
         )
 
     @classmethod
@@ -131,8 +139,8 @@ def _column_list(path: Path, expected_dim: int | None, key: str) -> list[str] | 
     return cols
 
 
-def _schema_from_metadata(graph_dir: Path) -> FeatureSchema:
-    path = graph_dir / GRAPH_METADATA
+def _schema_from_metadata(graph_dir: Path, path: Path) -> FeatureSchema:
+    """Schema from the metadata sidecar at ``path``; column sidecars are read from the folder."""
     meta = read_json(path)
     if not isinstance(meta, dict):
         raise DataContractError(path, "<file>", "a JSON object")
@@ -182,13 +190,16 @@ def _schema_from_metadata(graph_dir: Path) -> FeatureSchema:
         )
 
     registry = meta.get("_module_registry") or {}
+    if not isinstance(registry, dict):
+        raise DataContractError(path, "_module_registry", "an object of kind -> module")
+    edge_entry = registry.get("edge")  # builders write {"id", "aliases"} or just the module id
     edge_module = edge_schema.get("module") or meta.get("edge_module")
     return FeatureSchema(
         node_columns=node_cols,
         edge_columns=list(edge_schema["columns"]),
         topology_columns=topo_cols,
         edge_module=edge_module,
-        edge_aliases=list((registry.get("edge") or {}).get("aliases") or []),
+        edge_aliases=list(edge_entry.get("aliases") or []) if isinstance(edge_entry, dict) else [],
         topology_module=topo_schema.get("module"),
         module_registry=registry,
         builder=meta.get("_builder") or {},
@@ -236,20 +247,145 @@ def _dims_of(data: Data, path: Path) -> tuple[int, int]:
 
 
 def resolve_schema(
-    graph_dir: str | Path, graph_files: dict[str, Path] | None = None
+    graph_dir: str | Path,
+    graph_files: dict[str, Path] | None = None,
+    metadata_path: str | Path | None = None,
 ) -> FeatureSchema:
-    """Schema of a graph folder: the metadata sidecar if present, else the graphs."""
-    graph_dir = Path(graph_dir)
-    if (graph_dir / GRAPH_METADATA).exists():
-        return _schema_from_metadata(graph_dir)
-    from graphqa.contract import list_graph_files
+    """Schema of a graph folder: the metadata sidecar if present, else the graphs.
 
+    ``metadata_path`` (``paths.metadata_path``): the sidecar (it must exist), or a folder to
+    look for one in (absent means inspection). Left null it is ``<graph_dir>``. A DVC pipeline
+    names it explicitly so the stage can declare it; a folder without metadata says "inspect".
+    """
+    graph_dir = Path(graph_dir)
+    if metadata_path is not None:
+        path = Path(metadata_path)
+        if path.is_dir():
+            path = path / GRAPH_METADATA
+            if not path.is_file():
+                return _schema_from_graphs(graph_dir, graph_files or list_graph_files(graph_dir))
+        if not path.is_file():
+            raise DataContractError(
+                path,
+                "paths.metadata_path",
+                f"an existing {GRAPH_METADATA}, a folder to look in, or null (<graph_dir>)",
+                "no such file",
+            )
+        return _schema_from_metadata(graph_dir, path)
+    if (graph_dir / GRAPH_METADATA).exists():
+        return _schema_from_metadata(graph_dir, graph_dir / GRAPH_METADATA)
     return _schema_from_graphs(graph_dir, graph_files or list_graph_files(graph_dir))
 
 
-def validate_graph(
-    data: Data, path: Path, schema: FeatureSchema, expected_hashes: dict[str, str] | None = None
-) -> None:
+# --------------------------------------------------------------------------------------------
+# The builder's run summary: only facts that are the same on every machine go downstream, since
+# feature_metadata.json must be byte-reproducible (no paths, commands or timings).
+
+_SUMMARY_BUILDER_KEYS = ("id", "name", "version")
+_SUMMARY_MODULE_SECTIONS = ("node", "edge", "topology", "interface")
+_SUMMARY_MODULE_KEYS = ("module", "processed", "success", "failures", "skipped")
+_SUMMARY_VALIDATION_KEYS = ("enabled", "exit_code")
+_SUMMARY_DIMS = {
+    "node_feature_dim": "node_dim",
+    "edge_feature_dim": "edge_dim",
+    "topology_feature_dim": "topology_dim",
+}
+
+
+def find_builder_summary(
+    graph_dir: str | Path, summary_path: str | Path | None = None
+) -> Path | None:
+    """The ``graph_builder_summary.json`` to use (``paths.summary_path``), or None.
+
+    A file is used as is; a folder is searched (absent is fine); null auto-discovers it in the
+    graph folder, then its parent (the builder writes it next to ``graph_data/``).
+    """
+    if summary_path is None:
+        graph_dir = Path(graph_dir)
+        candidates = [graph_dir / BUILDER_SUMMARY, graph_dir.parent / BUILDER_SUMMARY]
+        return next((p for p in candidates if p.is_file()), None)
+    path = Path(summary_path)
+    if path.is_dir():
+        return path / BUILDER_SUMMARY if (path / BUILDER_SUMMARY).is_file() else None
+    if path.is_file():
+        return path
+    raise DataContractError(
+        path,
+        "paths.summary_path",
+        f"an existing {BUILDER_SUMMARY}, a folder to search for one, or null (auto-discover)",
+        "no such file or folder",
+    )
+
+
+def _summary_section(path: Path, summary: dict[str, Any], key: str) -> dict[str, Any]:
+    section = summary.get(key)
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise DataContractError(path, key, "a JSON object", type(section).__name__)
+    return section
+
+
+def _scalar(value: Any) -> bool:
+    """Strings, ints and bools: ids, versions and counts (floats there are timings)."""
+    return isinstance(value, (str, int))
+
+
+def builder_summary_facts(path: str | Path, schema: FeatureSchema) -> dict[str, Any]:
+    """Machine-independent facts of a builder summary, after checking its ``feature_dims``
+    against the resolved schema (a model sized from one must fit graphs described by the
+    other)."""
+    path = Path(path)
+    summary = read_json(path)
+    if not isinstance(summary, dict):
+        raise DataContractError(path, "<file>", "a JSON object (the graph builder's run summary)")
+    dims = _summary_section(path, summary, "feature_dims")
+    for key, attr in _SUMMARY_DIMS.items():
+        if key not in dims:
+            continue
+        value, expected = dims[key], getattr(schema, attr)
+        if isinstance(value, bool) or not isinstance(value, int) or value != expected:
+            raise DataContractError(
+                path,
+                f"feature_dims.{key}",
+                f"{expected} (the resolved schema, from {schema.source})",
+                repr(value),
+            )
+    facts: dict[str, Any] = {"file": path.name}
+    builder = _summary_section(path, summary, "builder")
+    facts["builder"] = {k: builder[k] for k in _SUMMARY_BUILDER_KEYS if _scalar(builder.get(k))}
+    facts["feature_dims"] = {k: dims[k] for k in _SUMMARY_DIMS if k in dims}
+    for section in _SUMMARY_MODULE_SECTIONS:
+        stats = _summary_section(path, summary, section)
+        kept = {k: stats[k] for k in _SUMMARY_MODULE_KEYS if _scalar(stats.get(k))}
+        if kept:
+            facts[section] = kept
+    validation = _summary_section(path, summary, "validation")
+    kept = {k: validation[k] for k in _SUMMARY_VALIDATION_KEYS if _scalar(validation.get(k))}
+    if kept:
+        facts["validation"] = kept
+    return facts
+
+
+def with_builder_summary(
+    schema: FeatureSchema, graph_dir: str | Path, summary_path: str | Path | None = None
+) -> FeatureSchema:
+    """The schema carrying the builder summary's facts, when a summary is found."""
+    found = find_builder_summary(graph_dir, summary_path)
+    if found is None:
+        return schema
+    return replace(schema, builder_summary=builder_summary_facts(found, schema))
+
+
+def schema_checker(
+    graph_dir: str | Path, metadata_path: str | Path | None = None
+) -> Callable[[Data, Path], None]:
+    """A picklable per-graph check against the folder's schema (for ``graphqa validate``'s
+    worker processes), so a folder that verifies is also one the pipeline accepts."""
+    return partial(validate_graph, schema=resolve_schema(graph_dir, metadata_path=metadata_path))
+
+
+def validate_graph(data: Data, path: Path, schema: FeatureSchema) -> None:
     """Raise :class:`DataContractError` unless the graph matches the schema exactly."""
     node_dim, edge_dim = _dims_of(data, path)
     if data.x.dtype != torch.float32 or data.edge_attr.dtype != torch.float32:
@@ -283,16 +419,6 @@ def validate_graph(
         if not torch.isfinite(tensor).all():
             bad = (~torch.isfinite(tensor)).nonzero()[0].tolist()
             raise DataContractError(path, key, "finite values", f"non-finite at {bad}")
-    if expected_hashes is not None:
-        actual = manifest_entry(data)
-        for key, digest in expected_hashes.items():
-            if actual.get(key) != digest:
-                raise DataContractError(
-                    path,
-                    key,
-                    f"sha256 {digest[:12]}… from {GRAPH_MANIFEST}",
-                    f"{actual.get(key, '')[:12]}…",
-                )
 
 
 def read_labels(path: str | Path, split: str) -> pd.DataFrame:
@@ -390,6 +516,34 @@ def _check_disjoint_targets(
             seen[target] = split
 
 
+def _manifest_coverage(
+    manifest: dict[str, dict[str, str]] | None,
+    graph_files: dict[str, Path],
+    manifest_path: Path,
+    allow_missing_graphs: bool,
+    ignore_metadata: bool,
+) -> dict[str, Any]:
+    """Check the manifest lists exactly the graphs on disk; the coverage report's summary.
+
+    A graph on disk without an entry is always an error (it could never be verified). An entry
+    whose graph is gone is tolerated only under ``allow_missing_graphs`` and listed here.
+    """
+    if manifest is None:
+        return {"verified": False}
+    listed_missing = []
+    for problem in coverage_problems(manifest, graph_files, manifest_path, manifest_path.parent):
+        if problem.key in manifest and allow_missing_graphs:
+            listed_missing.append(problem.key)
+        else:
+            raise problem
+    return {
+        "verified": True,
+        "ignore_metadata": ignore_metadata,
+        "entries": len(manifest),
+        "listed_missing_on_disk": listed_missing,
+    }
+
+
 def check_dataset(
     *,
     graph_dir: str | Path,
@@ -397,26 +551,45 @@ def check_dataset(
     out_dir: str | Path,
     verify_manifest: bool = True,
     allow_missing_graphs: bool = False,
+    manifest_ignore_metadata: bool = False,
+    metadata_path: str | Path | None = None,
+    summary_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Resolve the schema, validate every labelled graph and pack each split.
 
     Writes ``feature_metadata.json``, ``dataset_coverage.json`` and ``packed/<split>.pt`` into
     ``out_dir`` only if everything validates (atomic swap); returns the coverage report.
+    With ``verify_manifest`` the manifest must exist, list exactly the graphs on disk (graphs
+    listed but missing are tolerated only with ``allow_missing_graphs``) and match every graph
+    that is packed; ``manifest_ignore_metadata`` skips the ``metadata`` digests on purpose.
     """
-    from graphqa.contract import atomic_dir, list_graph_files, write_json
-    from graphqa.data import pack_graphs, packed_path
+    from graphqa.contract import atomic_dir, write_json
+    from graphqa.data import TUNING_SPLIT, pack_graphs, packed_path
 
     graph_dir = Path(graph_dir)
     graph_files = list_graph_files(graph_dir)
-    schema = resolve_schema(graph_dir, graph_files)
-    manifest = {}
-    if verify_manifest and (graph_dir / GRAPH_MANIFEST).exists():
-        manifest = read_json(graph_dir / GRAPH_MANIFEST)
+    schema = resolve_schema(graph_dir, graph_files, metadata_path)
+    schema = with_builder_summary(schema, graph_dir, summary_path)
+    manifest_path = graph_dir / GRAPH_MANIFEST
+    manifest: dict[str, dict[str, str]] = {}
+    if verify_manifest:
+        if not manifest_path.is_file():
+            raise DataContractError(
+                manifest_path,
+                "schema.verify_manifest",
+                f"the builder's {GRAPH_MANIFEST} next to the graphs (write one with `graphqa "
+                "validate GRAPH_DIR --write-manifest`, or set schema.verify_manifest: false "
+                "to skip the check)",
+                "no such file",
+            )
+        manifest = read_manifest(manifest_path)
 
     split_records: dict[str, list[GraphRecord]] = {}
     coverage: dict[str, Any] = {}
     for split, label_path in label_files.items():
         frame = read_labels(label_path, split)
+        if split == TUNING_SPLIT and frame.empty:
+            continue  # header-only tuning CSV = no tuning split: nothing packed or reported
         records, missing = match_labels(frame, graph_files, label_path, split)
         if missing and not allow_missing_graphs:
             raise DataContractError(
@@ -438,6 +611,13 @@ def check_dataset(
     unlabelled = [k for k in graph_files if k not in labelled]
     coverage["graphs_without_labels"] = {"count": len(unlabelled), "models": unlabelled}
     coverage["graph_files"] = len(graph_files)
+    coverage["manifest"] = _manifest_coverage(
+        manifest if verify_manifest else None,
+        graph_files,
+        manifest_path,
+        allow_missing_graphs,
+        manifest_ignore_metadata,
+    )
 
     with atomic_dir(out_dir) as tmp:
         (tmp / "packed").mkdir()
@@ -446,15 +626,10 @@ def check_dataset(
             for record in records:
                 path = graph_files[record.key]
                 data = load_graph(path)
-                hashes = manifest.get(f"{record.key}.pt") if manifest else None
-                if manifest and hashes is None:
-                    raise DataContractError(
-                        graph_dir / GRAPH_MANIFEST,
-                        f"{record.key}.pt",
-                        "a manifest entry for every graph",
-                        "none",
-                    )
-                validate_graph(data, path, schema, hashes)
+                validate_graph(data, path, schema)
+                if verify_manifest:
+                    entry = manifest[manifest_key(record.key)]
+                    verify_entry(data, entry, path, manifest_ignore_metadata)
                 graphs.append(data)
             pack_graphs(records, graphs).save(packed_path(tmp / "packed", split))
         write_json(tmp / FEATURE_METADATA, schema.to_json())

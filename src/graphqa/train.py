@@ -1,12 +1,14 @@
-"""Lightning training of :class:`~graphqa.model.TopoQANet` over packed splits.
+"""One training run: the trainer, its loggers, and the run folder it leaves behind.
 
-One ``model_step`` serves train and val; validation gathers every prediction (DDP-safe via
-torchmetrics) so ranking metrics and the selection score are computed over the whole split.
+The network wrapper lives in :mod:`graphqa.module`, the callbacks in :mod:`graphqa.callbacks`;
+this module wires them into a run (fresh, fine-tuned from a checkpoint, or resumed) and writes
+``metrics.json``/``summary.json``/``feature_metadata.json`` once it finishes. Weight averaging
+(``variance_reduction``, :mod:`graphqa.averaging`) adds a shadow averaged model, scored as
+``ema_*`` and saved as ``checkpoints/averaged.ckpt``, without changing the online run.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -14,292 +16,38 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
-from torch import Tensor
-from torchmetrics import CatMetric, MeanMetric
 
-from graphqa import metrics as qa
+from graphqa.averaging import (
+    AVERAGED_CKPT,
+    EMA_COLUMNS,
+    AveragedResult,
+    TopKAverager,
+    WeightAverager,
+    averaging_callback,
+)
+from graphqa.callbacks import (
+    EPOCH_METRICS,
+    TUNING_COLUMNS,
+    CompactProgress,
+    EpochMetricsCSV,
+    PortableModelCheckpoint,
+    TuningMetrics,
+)
 from graphqa.config import Params
-from graphqa.contract import dump_json, write_json
-from graphqa.data import GraphQADataModule
+from graphqa.contract import dump_json, sha256_file, write_json
+from graphqa.data import TUNING_SPLIT, GraphQADataModule, PackedSplit, packed_path
 from graphqa.mask import resolve_mask
-from graphqa.model import NetConfig, TopoQANet, build_net
+from graphqa.model import NetConfig, build_net
+from graphqa.module import MONITOR, GraphQAModule, load_module
+from graphqa.numerics import check_pinned, numerics_report
 from graphqa.schema import FEATURE_METADATA, FeatureSchema
 
-MONITOR = "selection_metric"
 CHECKPOINT_LINKS = ("best.ckpt", "second_best.ckpt", "third_best.ckpt")
-EPOCH_METRICS = (
-    "train_loss",
-    "val_loss",
-    "val_pearson",
-    "val_spearman",
-    "val_mae",
-    "val_regret",
-    "val_target_spearman",
-    "val_hit_rate",
-    "ema_val_loss",
-    MONITOR,
-    "lr",
-)
-
-
-def pairwise_ranking_loss(pred: Tensor, true: Tensor, group: Tensor, margin: float = 0.0) -> Tensor:
-    """Hinge loss over ordered pairs of decoys of the same target in the batch."""
-    same = group[:, None] == group[None, :]
-    sign = torch.sign(true[:, None] - true[None, :])
-    valid = same & (sign > 0)
-    if not valid.any():
-        return pred.new_zeros(())
-    diff = pred[:, None] - pred[None, :]
-    return F.relu(margin - diff[valid]).mean()
-
-
-class GraphQAModule(L.LightningModule):
-    """Wraps a plain ``nn.Module``; optimisation and selection settings are plain dicts."""
-
-    def __init__(
-        self,
-        net: TopoQANet,
-        optimizer: dict[str, Any],
-        scheduler: dict[str, Any],
-        loss: dict[str, Any],
-        selection: dict[str, Any],
-    ) -> None:
-        super().__init__()
-        self.save_hyperparameters(ignore=["net"], logger=False)
-        self.hparams["net_config"] = net.config.to_dict()
-        self.net = net
-        self.train_loss = MeanMetric()
-        self.val_pred, self.val_true, self.val_group = CatMetric(), CatMetric(), CatMetric()
-        self.ema_val_loss: float | None = None
-
-    def forward(self, batch: Any) -> Tensor:
-        return self.net(batch.x, batch.edge_index, batch.edge_attr, batch.batch, batch.num_graphs)
-
-    def model_step(self, batch: Any) -> tuple[Tensor, Tensor]:
-        pred = torch.sigmoid(self(batch))
-        loss = F.mse_loss(pred, batch.y)
-        weight = self.hparams["loss"]["ranking_weight"]
-        if weight > 0 and self.training:
-            loss = loss + weight * pairwise_ranking_loss(
-                pred, batch.y, batch.target_id, self.hparams["loss"]["ranking_margin"]
-            )
-        return loss, pred
-
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        loss, _ = self.model_step(batch)
-        self.train_loss.update(loss.detach(), weight=batch.num_graphs)
-        return loss
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        _, pred = self.model_step(batch)
-        self.val_pred.update(pred)
-        self.val_true.update(batch.y)
-        self.val_group.update(batch.target_id.to(pred.dtype))
-
-    def epoch_metrics(self) -> dict[str, float]:
-        """Whole-split validation metrics plus the selection score (reset afterwards)."""
-        pred = self.val_pred.compute().double().cpu().numpy()
-        true = self.val_true.compute().double().cpu().numpy()
-        group = self.val_group.compute().cpu().numpy()
-        for metric in (self.val_pred, self.val_true, self.val_group):
-            metric.reset()
-        sel = self.hparams["selection"]
-        val_loss = float(((pred - true) ** 2).mean())
-        val_spearman = qa.spearman(pred, true)
-        ranking = qa.ranking_metrics(pred, true, group, sel["hit_dockq"], sel["hit_top_k"])
-        self.ema_val_loss = qa.ema(self.ema_val_loss, val_loss, sel["ema_decay"])
-        return {
-            "val_loss": val_loss,
-            "val_pearson": qa.pearson(pred, true),
-            "val_spearman": val_spearman,
-            "val_mae": float(abs(pred - true).mean()),
-            "val_regret": ranking["regret"],
-            "val_target_spearman": ranking["target_spearman"],
-            "val_hit_rate": ranking["hit_rate"],
-            "ema_val_loss": self.ema_val_loss,
-            MONITOR: qa.selection_score(
-                val_loss,
-                val_spearman,
-                use_spearman=sel["use_val_spearman"],
-                weight=sel["spearman_weight"],
-                min_delta=sel["spearman_min_delta"],
-            ),
-        }
-
-    def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:
-            for metric in (self.val_pred, self.val_true, self.val_group):
-                metric.reset()
-            return
-        values = self.epoch_metrics()
-        if self.train_loss.update_called:
-            values["train_loss"] = float(self.train_loss.compute())
-            self.train_loss.reset()
-        values["lr"] = float(self.trainer.optimizers[0].param_groups[0]["lr"])
-        # Already gathered over all ranks by the CatMetrics: no second sync.
-        self.log_dict(values, sync_dist=False)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["ema_val_loss"] = self.ema_val_loss
-        checkpoint["torch_rng_state"] = torch.get_rng_state()  # dropout masks after resume
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.ema_val_loss = checkpoint.get("ema_val_loss")
-        if "torch_rng_state" in checkpoint:
-            torch.set_rng_state(checkpoint["torch_rng_state"])
-
-    def configure_optimizers(self) -> Any:
-        opt_cfg, sched_cfg = self.hparams["optimizer"], self.hparams["scheduler"]
-        cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[opt_cfg["name"]]
-        optimizer = cls(
-            self.parameters(), lr=opt_cfg["learning_rate"], weight_decay=opt_cfg["weight_decay"]
-        )
-        if sched_cfg["type"] == "none":
-            return optimizer
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer,
-            mode="min",
-            factor=sched_cfg["factor"],
-            patience=sched_cfg["patience"],
-            min_lr=sched_cfg["min_lr"],
-        )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss", "interval": "epoch"},
-        }
-
-
-def load_module(path: str | Path) -> GraphQAModule:
-    """Rebuild a trained module from a checkpoint without unpickling arbitrary objects."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    hp = ckpt["hyper_parameters"]
-    module = GraphQAModule(
-        build_net(hp["net_config"]), hp["optimizer"], hp["scheduler"], hp["loss"], hp["selection"]
-    )
-    module.load_state_dict(ckpt["state_dict"])
-    module.ema_val_loss = ckpt.get("ema_val_loss")
-    return module.eval()
-
-
-# --------------------------------------------------------------------------------------------
-# Callbacks
-
-
-class PortableModelCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint whose saved state holds paths relative to its folder.
-
-    Lightning stores absolute paths in every checkpoint; relative ones keep checkpoint bytes
-    independent of where the repository is cloned (a DVC output must be byte-reproducible).
-    """
-
-    _PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
-
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        base = self.dirpath or "."
-
-        def rel(p: str) -> str:
-            return os.path.relpath(p, base) if p else p
-
-        state["dirpath"] = "."
-        for key in self._PATH_KEYS:
-            state[key] = rel(state.get(key, ""))
-        state["best_k_models"] = {rel(k): v for k, v in state.get("best_k_models", {}).items()}
-        return state
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state = dict(state_dict)
-        base = self.dirpath or "."
-
-        def absolute(p: str) -> str:
-            return os.path.join(base, p) if p else p
-
-        if state.get("dirpath") == ".":
-            state["dirpath"] = base
-            for key in self._PATH_KEYS:
-                state[key] = absolute(state.get(key, ""))
-            state["best_k_models"] = {
-                absolute(k): v for k, v in state.get("best_k_models", {}).items()
-            }
-        super().load_state_dict(state)
-
-
-class EpochMetricsCSV(Callback):
-    """Appends one row per epoch to ``metrics.csv`` (after validation, when all are known)."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.rows: list[dict[str, float]] = []
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        metrics = trainer.callback_metrics
-        row = {"epoch": trainer.current_epoch}
-        row.update({k: float(metrics[k]) for k in EPOCH_METRICS if k in metrics})
-        self.rows = [r for r in self.rows if r["epoch"] < row["epoch"]] + [row]
-        self.write()
-
-    def write(self) -> None:
-        with self.path.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["epoch", *EPOCH_METRICS])
-            writer.writeheader()
-            for row in self.rows:
-                writer.writerow({k: _fmt(v) for k, v in row.items()})
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.rows = list(state_dict.get("rows", []))
-
-
-def _fmt(value: float) -> str | int:
-    return value if isinstance(value, int) else f"{value:.8g}"
-
-
-class CompactProgress(Callback):
-    """One mid-epoch line (25/50/75%) and a one-line end-of-epoch summary."""
-
-    def __init__(self) -> None:
-        self.best: float | None = None
-        self._marks: dict[int, str] = {}
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        total = int(trainer.num_training_batches)
-        self._marks = {}
-        for pct in (25, 50, 75):  # tiny epochs may merge marks; keep the last label
-            self._marks[max(1, math.ceil(total * pct / 100))] = f"{pct}%"
-        print(f"epoch {trainer.current_epoch:3d} |", end="", flush=True)
-
-    def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
-        if batch_idx + 1 in self._marks:
-            print(f" {self._marks[batch_idx + 1]}", end="", flush=True)
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        m = trainer.callback_metrics
-        score = float(m[MONITOR])
-        self.best = score if self.best is None or score < self.best else self.best
-        print(
-            f" | train_loss {float(m.get('train_loss', float('nan'))):.4f}"
-            f" val_loss {float(m['val_loss']):.4f} val_spearman {float(m['val_spearman']):.3f}"
-            f" {MONITOR} {score:.4f} (best {self.best:.4f})",
-            flush=True,
-        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,6 +106,8 @@ def net_config_for(params: Params, schema: FeatureSchema) -> NetConfig:
 
 
 def configure_determinism(params: Params, seed: int) -> None:
+    """Pinned numeric path, fixed thread count (sums are split by thread), seeded RNGs."""
+    check_pinned()
     torch.set_num_threads(params.trainer.num_threads)
     L.seed_everything(seed, workers=True, verbose=False)
 
@@ -375,26 +125,87 @@ def _loggers(params: Params, paths: RunPaths, run_name: str, resume: bool) -> li
             resume=resume,
         )
     ]
-    if params.mlflow.enabled:
-        try:
-            import mlflow  # noqa: F401
-            from lightning.pytorch.loggers import MLFlowLogger
-
-            loggers.append(
-                MLFlowLogger(
-                    experiment_name=params.mlflow.experiment,
-                    run_name=params.mlflow.run_name or run_name,
-                    tracking_uri=params.mlflow.tracking_uri,
-                    tags=dict(params.mlflow.tags),
-                )
-            )
-        except ImportError:
-            warnings.warn(
-                "mlflow.enabled is true but mlflow is not installed; "
-                "training continues without MLflow logging",
-                stacklevel=2,
-            )
+    mlflow_logger = _mlflow_logger(params, paths, run_name)
+    if mlflow_logger is not None:
+        loggers.append(mlflow_logger)
     return loggers
+
+
+def _mlflow_logger(params: Params, paths: RunPaths, run_name: str) -> Any | None:
+    """Lightning's MLFlowLogger writing under ``mlflow.tracking_uri`` only (never into the
+    DVC-tracked run folder); None when disabled or when mlflow is not installed (warned)."""
+    if not params.mlflow.enabled:
+        return None
+    try:
+        import mlflow  # noqa: F401
+        from lightning.pytorch.loggers import MLFlowLogger
+    except ImportError:
+        warnings.warn(
+            "mlflow.enabled is true but mlflow is not installed; "
+            "training continues without MLflow logging",
+            stacklevel=3,
+        )
+        return None
+    if urlparse(params.mlflow.tracking_uri).scheme in ("", "file"):
+        # MLflow >= 3.x refuses a local folder store (the seeds' `./mlruns`) unless opted in;
+        # the config asks for one, so opt in (an explicit MLFLOW_ALLOW_FILE_STORE wins).
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return MLFlowLogger(
+        experiment_name=params.mlflow.experiment,
+        run_name=params.mlflow.run_name or run_name,
+        tracking_uri=params.mlflow.tracking_uri,
+        tags={"graphqa.run_dir": paths.root.as_posix(), **params.mlflow.tags},
+    )
+
+
+def flatten_params(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested params as MLflow params: dotted keys (``optimizer.learning_rate``), values as
+    YAML would show them (lists and empty mappings as JSON)."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten_params(value, f"{dotted}."))
+        else:
+            flat[dotted] = value if isinstance(value, str) else json.dumps(value)
+    return flat
+
+
+def _mlflow_of(trainer: L.Trainer) -> Any | None:
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    return next((lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)), None)
+
+
+def _log_mlflow_artifacts(
+    trainer: L.Trainer, params: Params, paths: RunPaths, schema_dir: Path
+) -> None:
+    """Coverage report, feature metadata and the top checkpoints, copied into the MLflow run's
+    artifact store (``checkpoints/best.ckpt`` ...); the run folder itself is left untouched."""
+    logger = _mlflow_of(trainer)
+    if logger is None or not params.mlflow.log_artifacts or trainer.global_rank != 0:
+        return
+    for path in (schema_dir / "dataset_coverage.json", paths.root / FEATURE_METADATA):
+        if path.is_file():
+            logger.experiment.log_artifact(logger.run_id, str(path))
+    for link in (*CHECKPOINT_LINKS, AVERAGED_CKPT):
+        path = paths.checkpoints / link
+        if path.exists():  # a symlink: the copy holds the checkpoint's bytes
+            logger.experiment.log_artifact(logger.run_id, str(path), "checkpoints")
+
+
+def tuning_callback(packed_dir: Path, params: Params) -> TuningMetrics | None:
+    """Scorer of the tuning split, or None when the schema stage packed none (no
+    ``paths.tuning_labels`` or a header-only CSV)."""
+    path = packed_path(packed_dir, TUNING_SPLIT)
+    if not path.exists():
+        return None
+    split = PackedSplit.load(path)
+    if len(split) == 0:
+        return None
+    return TuningMetrics(
+        split.data_list(), params.dataloader.batch_size, params.selection.hit_top_k
+    )
 
 
 def build_trainer(
@@ -403,18 +214,27 @@ def build_trainer(
     run_name: str,
     extra_callbacks: list[Callback] | None = None,
     resume: bool = False,
+    tuning: TuningMetrics | None = None,
+    averaging: Callback | None = None,
 ) -> L.Trainer:
     tcfg = params.trainer
+    vr = params.variance_reduction
     checkpoint = PortableModelCheckpoint(
         dirpath=str(paths.checkpoints),
         filename="epoch{epoch:03d}",
         monitor=MONITOR,
         mode="min",
-        save_top_k=3,
+        # topk_avg averages the k best checkpoints, so at least k must be kept
+        save_top_k=max(len(CHECKPOINT_LINKS), vr.topk if vr.method == "topk_avg" else 0),
         save_last=True,
         auto_insert_metric_name=False,
     )
-    callbacks: list[Callback] = [checkpoint, EpochMetricsCSV(paths.metrics_csv)]
+    columns = EPOCH_METRICS
+    if isinstance(averaging, WeightAverager):  # ema_* every epoch (topk_avg: once, at the end)
+        columns = (*columns, *EMA_COLUMNS)
+    if tuning is not None:
+        columns = (*columns, *TUNING_COLUMNS)
+    callbacks: list[Callback] = [checkpoint, EpochMetricsCSV(paths.metrics_csv, columns)]
     if params.early_stopping.enabled:
         callbacks.append(
             EarlyStopping(
@@ -427,6 +247,10 @@ def build_trainer(
         )
     if params.logging.progress == "compact":
         callbacks.append(CompactProgress())
+    if tuning is not None:
+        callbacks.append(tuning)
+    if averaging is not None:
+        callbacks.append(averaging)
     callbacks.extend(extra_callbacks or [])
     return L.Trainer(
         accelerator=tcfg.accelerator,
@@ -529,11 +353,31 @@ def train_run(
                 }
             )
         )
-    trainer = build_trainer(
-        params, paths, run_name, extra_callbacks, resume=resume_from is not None
+    tuning = tuning_callback(schema_dir / "packed", params)
+    averaging = averaging_callback(
+        params.variance_reduction,
+        data.graphs("val"),
+        params.dataloader.batch_size,
+        paths.checkpoints,
     )
+    trainer = build_trainer(
+        params,
+        paths,
+        run_name,
+        extra_callbacks,
+        resume=resume_from is not None,
+        tuning=tuning,
+        averaging=averaging,
+    )
+    mlflow_logger = _mlflow_of(trainer)
+    if mlflow_logger is not None:
+        mlflow_logger.log_hyperparams(
+            {**flatten_params(params.to_dict()), "run.seed": str(seed), "run.name": run_name}
+        )
     trainer.fit(module, datamodule=data, ckpt_path=str(resume_from) if resume_from else None)
-    return finalize_run(trainer, params, schema, paths, seed)
+    summary = finalize_run(trainer, params, schema, paths, seed)
+    _log_mlflow_artifacts(trainer, params, paths, schema_dir)
+    return summary
 
 
 def resume_run(run_dir: str | Path) -> dict[str, Any]:
@@ -559,6 +403,14 @@ def resume_run(run_dir: str | Path) -> dict[str, Any]:
     )
 
 
+def _averaged_result(trainer: L.Trainer) -> AveragedResult | None:
+    """The averaging callback's result (None with ``variance_reduction.method: none``)."""
+    averager = next(
+        (cb for cb in trainer.callbacks if isinstance(cb, (WeightAverager, TopKAverager))), None
+    )
+    return None if averager is None else averager.result
+
+
 def finalize_run(
     trainer: L.Trainer, params: Params, schema: FeatureSchema, paths: RunPaths, seed: int
 ) -> dict[str, Any]:
@@ -566,10 +418,19 @@ def finalize_run(
     if trainer.global_rank != 0:
         return {}
     ranked = _link_best(trainer, paths)
-    rows = next(cb for cb in trainer.callbacks if isinstance(cb, EpochMetricsCSV)).rows
+    csv_log = next(cb for cb in trainer.callbacks if isinstance(cb, EpochMetricsCSV))
+    rows = csv_log.rows
     best = _best_row(rows)
-    headline = {k: _clean(best.get(k, float("nan"))) for k in EPOCH_METRICS if k != "lr"}
+    online = [k for k in csv_log.columns if k != "lr" and k not in EMA_COLUMNS]
+    headline = {k: _clean(best.get(k, float("nan"))) for k in online}
     headline.update({"best_epoch": int(best["epoch"]), "epochs_trained": len(rows)})
+    averaged = _averaged_result(trainer)
+    if averaged is not None and averaged.checkpoint is not None:
+        # ema_* are the saved averaged weights' metrics (its own best epoch), not the online
+        # best epoch's row: selection ranks checkpoints that exist.
+        headline.update({k: _clean(v) for k, v in averaged.metrics.items()})
+        if averaged.best_epoch is not None:
+            headline["ema_best_epoch"] = averaged.best_epoch
     write_json(paths.metrics_json, headline)
     write_json(paths.root / FEATURE_METADATA, schema.to_json())
     started = json.loads(paths.summary.read_text()) if paths.summary.exists() else {}
@@ -592,6 +453,24 @@ def finalize_run(
             "source": schema.source,
         },
         "params": params.to_dict(),
+        "provenance": run_provenance(started.get("schema_dir")),
+        # null unless checkpoints/averaged.ckpt exists (method none, or nothing averaged)
+        "averaged": None if averaged is None or averaged.checkpoint is None else averaged.to_json(),
     }
+    if averaged is not None and averaged.checkpoint is None:
+        summary["averaged_note"] = averaged.details.get("note")
+    tuning = next((cb for cb in trainer.callbacks if isinstance(cb, TuningMetrics)), None)
+    if tuning is not None:  # selection needs it to decide whether tuning_* metrics may rank
+        summary["tuning_groups"] = tuning.groups
     paths.summary.write_text(dump_json(summary))
     return summary
+
+
+def run_provenance(schema_dir: str | None) -> dict[str, Any]:
+    """What a run was made from, recorded by the process that used it: the sha256 of the
+    packed splits it read and the numeric path it ran on (see :mod:`graphqa.numerics`)."""
+    packed = Path(schema_dir or ".") / "packed"
+    return {
+        "data_sha256": {f"packed/{p.name}": sha256_file(p) for p in sorted(packed.glob("*.pt"))},
+        "numerics": numerics_report(),
+    }
