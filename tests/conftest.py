@@ -33,6 +33,7 @@ TINY_OVERRIDES = {
     "finetune.phase2.overrides": {"optimizer.learning_rate": 0.001, "trainer.max_epochs": 1},
     "flt.keep_fracs": [1.0, 0.5],
     "flt.seeds": [0],
+    "flt.retrain_overrides": {},  # retrains use the profile's epochs, not the default budget
     "flt.permutation_repeats": 1,
 }
 

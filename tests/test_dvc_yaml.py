@@ -76,3 +76,16 @@ def test_sweep_overlay_plots_list_every_sweep_member() -> None:
     }
     for name in ("sweep_val_loss", "sweep_val_spearman"):
         assert set(plots[name]["y"]) == members, name
+
+
+def test_a_runs_summary_records_only_params_its_stage_declares() -> None:
+    """summary.json is a cached output of the training stages: every param it records must be
+    one DVC tracks for them, or a fresh clone would not reproduce the committed dvc.lock."""
+    from graphqa.config import Params
+    from graphqa.train import recorded_params
+
+    declared = set(dict(stages())["train"]["params"])
+    for section, values in recorded_params(Params()).items():
+        for key in values:
+            dotted = f"{section}.{key}"
+            assert section in declared or dotted in declared or dotted == "dataloader.seed", dotted

@@ -349,7 +349,7 @@ def train_run(
                     "schema_dir": schema_dir.as_posix(),
                     "init_from": Path(init_from).as_posix() if init_from else None,
                     "run_name": run_name,
-                    "params": params.to_dict(),
+                    "params": recorded_params(params),
                 }
             )
         )
@@ -452,7 +452,7 @@ def finalize_run(
             "edge_module": schema.edge_module,
             "source": schema.source,
         },
-        "params": params.to_dict(),
+        "params": recorded_params(params),
         "provenance": run_provenance(started.get("schema_dir")),
         # null unless checkpoints/averaged.ckpt exists (method none, or nothing averaged)
         "averaged": None if averaged is None or averaged.checkpoint is None else averaged.to_json(),
@@ -464,6 +464,40 @@ def finalize_run(
         summary["tuning_groups"] = tuning.groups
     paths.summary.write_text(dump_json(summary))
     return summary
+
+
+#: The params a run's outputs depend on, and so all its summary records: the sections the
+#: training stages declare in dvc.yaml (dataloader.seed comes from the stage's command).
+#: Recording every param would tie summary.json to params DVC does not track, so changing,
+#: say, calibration.coverage would leave the committed summaries stale for a fresh clone.
+RECORDED_SECTIONS = (
+    "model",
+    "edge_schema",
+    "feature_mask",
+    "dataloader",
+    "trainer",
+    "optimizer",
+    "scheduler",
+    "early_stopping",
+    "variance_reduction",
+    "loss",
+)
+RECORDED_SELECTION_KEYS = (
+    "use_val_spearman",
+    "spearman_min_delta",
+    "spearman_weight",
+    "hit_dockq",
+    "hit_top_k",
+)
+
+
+def recorded_params(params: Params) -> dict[str, Any]:
+    """The training-relevant params of a run (see :data:`RECORDED_SECTIONS`); other sections
+    take their defaults when a fine-tune or resume rebuilds params from it."""
+    full = params.to_dict()
+    recorded = {section: full[section] for section in RECORDED_SECTIONS}
+    recorded["selection"] = {k: full["selection"][k] for k in RECORDED_SELECTION_KEYS}
+    return recorded
 
 
 def run_provenance(schema_dir: str | None) -> dict[str, Any]:
