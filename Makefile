@@ -36,6 +36,8 @@ bench: install
 	$(BIN)/python benchmarks/load_packed.py
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/numerics_cost.py
+	$(BIN)/python benchmarks/compile_speedup.py
+	$(BIN)/python benchmarks/predict_throughput.py --compile
 
 clean-venv:
 	rm -rf $(VENV)

@@ -28,6 +28,7 @@ import argparse
 import copy
 import logging
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -35,10 +36,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# isort: off
+import graphqa  # noqa: F401  (must come first: pins the numeric path before torch loads)
+
+# isort: on
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
+from torch.utils.flop_counter import FlopCounterMode
 
 from graphqa.config import Params, load_params
 from graphqa.data import GraphQADataModule
@@ -178,6 +184,92 @@ def run_plain(
     return Measurement("plain", seconds, graphs)
 
 
+def train_step_flops(params: Params, data: GraphQADataModule, template: TopoQANet) -> float:
+    """FLOPs per graph of one training step (forward + backward) on the first real batch,
+    counted by ``torch.utils.flop_counter`` (matmuls and other counted ops; gathers, scatters
+    and element-wise work count zero there)."""
+    net = fresh_net(template).train()
+    batch = next(iter(data.train_dataloader()))
+    with FlopCounterMode(display=False) as counter:
+        pred = torch.sigmoid(
+            net(batch.x, batch.edge_index, batch.edge_attr, batch.batch, batch.num_graphs)
+        )
+        F.mse_loss(pred, batch.y).backward()
+    return counter.get_total_flops() / int(batch.num_graphs)
+
+
+def sgemm_flops_per_s(n: int = 1024, repeats: int = 10) -> float:
+    """This machine's dense float32 matmul rate at the current thread count (median of runs)."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
+    torch.mm(a, b)  # warm-up
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        seconds.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(seconds)
+
+
+def flop_ceiling(
+    params: Params, data: GraphQADataModule, template: TopoQANet, achieved: float
+) -> None:
+    per_graph = train_step_flops(params, data, template)
+    peak = sgemm_flops_per_s()
+    ceiling = peak / per_graph
+    print(
+        f"\nFLOP-bound ceiling: {per_graph / 1e6:.2f} MFLOP per graph per training step "
+        f"(FlopCounterMode, forward+backward, first train batch) at this machine's dense "
+        f"float32 matmul rate {peak / 1e9:.1f} GFLOP/s (1024x1024 sgemm, "
+        f"{torch.get_num_threads()} threads) -> ceiling {ceiling:,.0f} graphs/s; "
+        f"plain loop achieves {achieved:.1f} graphs/s = {achieved / ceiling:.2%} of it.\n"
+        "  An upper bound only: message passing (gathers, scatters, softmax over edges) is "
+        "memory/gather-bound and counts no FLOPs here, and the network's small matmuls never "
+        "reach sgemm's rate."
+    )
+
+
+def deterministic_cost(
+    params: Params, data: GraphQADataModule, template: TopoQANet, seed: int, repeats: int
+) -> None:
+    """Lightning path with ``trainer.deterministic`` on vs. off, alternating."""
+    off = params.model_copy(
+        update={"trainer": params.trainer.model_copy(update={"deterministic": False})}
+    )
+    on = params.model_copy(
+        update={"trainer": params.trainer.model_copy(update={"deterministic": True})}
+    )
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for rep in range(repeats):
+        for p in (on, off) if rep % 2 == 0 else (off, on):
+            times[p.trainer.deterministic].append(run_lightning(p, data, template, seed).seconds)
+    t_on, t_off = statistics.median(times[True]), statistics.median(times[False])
+    print(
+        f"trainer.deterministic: on {t_on:.2f} s, off {t_off:.2f} s (median of {repeats}); "
+        f"time ratio on/off {t_on / t_off:.3f}"
+    )
+
+
+def numerics_cost(params_file: str, schema_dir: Path, epochs: int, repeats: int) -> None:
+    """Pinned (AVX2) vs. native numerics: reuses ``benchmarks/numerics_cost.py``'s fresh-process
+    training on the same packed data."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from numerics_cost import _train  # the one definition of a pinned/native training run
+
+    times: dict[str, list[float]] = {"pinned": [], "native": []}
+    with tempfile.TemporaryDirectory(prefix="graphqa-bench-numerics-") as tmp:
+        for rep in range(repeats):
+            for mode in ("pinned", "native") if rep % 2 == 0 else ("native", "pinned"):
+                out = Path(tmp) / f"{mode}-{rep}"
+                run = _train(mode, Path(params_file).resolve(), schema_dir.resolve(), epochs, out)
+                times[mode].append(run["seconds"])
+    pinned, native = statistics.median(times["pinned"]), statistics.median(times["native"])
+    print(
+        f"pinned numerics: pinned {pinned:.2f} s, native {native:.2f} s (train_run, {epochs} "
+        f"epochs, median of {repeats}); time ratio pinned/native {pinned / native:.3f}"
+    )
+
+
 def quiet_lightning() -> None:
     """Keep the output to the table: no device banners or single-process hints."""
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "dvclive"):
@@ -194,6 +286,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=None, help="default: params.dataloader.seed")
+    parser.add_argument(
+        "--no-costs",
+        action="store_true",
+        help="skip the deterministic on/off and pinned/native numerics measurements",
+    )
     args = parser.parse_args()
     if args.epochs < 1 or args.repeats < 1:
         parser.error("--epochs and --repeats must be >= 1")
@@ -258,6 +355,10 @@ def main() -> None:
         f"\nratio lightning/plain graphs/s: {ratio:.3f} (overhead {1 - ratio:+.1%}); "
         f"target >= {TARGET_RATIO}: {'MET' if met else 'NOT MET'}"
     )
+    flop_ceiling(params, data, template, rate["plain"])
+    if not args.no_costs:
+        deterministic_cost(params, data, template, seed, args.repeats)
+        numerics_cost(args.params, schema_dir, args.epochs, args.repeats)
 
 
 if __name__ == "__main__":

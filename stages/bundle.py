@@ -12,10 +12,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model-dir", default="runs/final_model")
     parser.add_argument("--calibration-dir", default="runs/calibration")
+    parser.add_argument("--trees-dir", default="runs/trees")
+    parser.add_argument("--scorer-dir", default="runs/scorer")
     parser.add_argument("--out", default="runs/bundle")
     args = parser.parse_args()
     manifest = bundle_from_pipeline(
-        model_dir=args.model_dir, calibration_dir=args.calibration_dir, out_dir=args.out
+        model_dir=args.model_dir,
+        calibration_dir=args.calibration_dir,
+        out_dir=args.out,
+        trees_dir=args.trees_dir,
+        scorer_dir=args.scorer_dir,
     )
     print(f"bundle: {args.out} with {len(manifest['files'])} verified files")
 

@@ -14,6 +14,8 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--model", default="runs/final_model/model.ckpt")
     parser.add_argument("--schema-dir", default="data/schema")
+    parser.add_argument("--scorer", default="runs/scorer/scorer.json")
+    parser.add_argument("--trees-dir", default="runs/trees")
     parser.add_argument("--out", default="runs/calibration")
     args = parser.parse_args()
     calibrate_final(
@@ -21,6 +23,8 @@ def main() -> None:
         model_path=args.model,
         schema_dir=args.schema_dir,
         out_dir=args.out,
+        scorer_path=args.scorer,
+        trees_dir=args.trees_dir,
     )
 
 

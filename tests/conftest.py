@@ -83,3 +83,15 @@ def tiny_run(
     run_dir = tmp_path_factory.mktemp("runs") / "train" / "0-base"
     train_run(params=tiny_params, schema_dir=tiny_schema_dir, run_dir=run_dir)
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_trees_dir(
+    tiny_params: Params, tiny_schema_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """Output of the trees stage on the tiny profile (model.txt, summary.json). Read-only."""
+    from graphqa.trees import train_trees_stage
+
+    out = tmp_path_factory.mktemp("tiny_trees") / "trees"
+    train_trees_stage(params=tiny_params, schema_dir=tiny_schema_dir, out_dir=out)
+    return out

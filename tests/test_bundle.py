@@ -25,6 +25,7 @@ from graphqa.contract import DataContractError, save_graph, write_json
 from graphqa.data import PackedSplit
 from graphqa.module import load_module
 from graphqa.predict import predict_with_bundle, stream_logits
+from graphqa.scorer import Scorer
 from graphqa.scoring import packed_logits
 
 CALIBRATION = {
@@ -199,6 +200,7 @@ def test_predict_cli_writes_csv(
     assert list(frame.columns) == [
         "TARGET",
         "MODEL",
+        "pred_gnn",
         "pred_raw",
         "pred_calibrated",
         "interval_low",
@@ -240,3 +242,108 @@ def test_a_masked_model_ships_its_mask_derived_from_the_network(
 def test_verify_bundle_returns_the_manifest(bundle_dir: Path) -> None:
     manifest = verify_bundle(bundle_dir)
     assert manifest["format"] == "graphqa.bundle/1" and "model.safetensors" in manifest["files"]
+
+
+# --------------------------------------------------------------------------------------------
+# Bundles that carry the trees (stage `trees`) and the shipped-scorer choice (stage `scorer`)
+
+
+@pytest.fixture(scope="module")
+def trees_bundle_dir(
+    tiny_run: Path,
+    tiny_schema_dir: Path,
+    tiny_trees_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    tmp = tmp_path_factory.mktemp("trees_bundle")
+    write_json(tmp / "calibration.json", CALIBRATION)
+    write_json(tmp / "thresholds.json", THRESHOLDS)
+    write_json(tmp / "scorer.json", Scorer("trees", 0.3).to_dict())
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    build_bundle(
+        model_ckpt=tiny_run / "checkpoints" / "best.ckpt",
+        feature_metadata=tiny_schema_dir / "feature_metadata.json",
+        calibration=tmp / "calibration.json",
+        thresholds=tmp / "thresholds.json",
+        params=summary["params"],
+        provenance={"source": "test"},
+        metrics={},
+        out_dir=tmp / "bundle",
+        trees_model=tiny_trees_dir / "model.txt",
+        scorer=tmp / "scorer.json",
+    )
+    return tmp / "bundle"
+
+
+def test_a_trees_bundle_ships_the_tree_score_and_every_component(
+    trees_bundle_dir: Path, tiny_dataset: Path, tiny_trees_dir: Path, tiny_schema_dir: Path
+) -> None:
+    from graphqa.pooled import pooled_feature_names, pooled_split
+    from graphqa.schema import FeatureSchema
+    from graphqa.trees import load_trees
+
+    bundle = load_bundle(trees_bundle_dir)
+    assert bundle.scorer.family == "trees" and bundle.components == ("gnn", "trees", "blend")
+    frame, report = predict_with_bundle(trees_bundle_dir, tiny_dataset / "graphs")
+    assert report["shipped"] == "trees"
+    assert {"pred_gnn", "pred_trees", "pred_blend"} <= set(frame.columns)
+    np.testing.assert_allclose(frame["pred_raw"], frame["pred_trees"].clip(1e-6, 1 - 1e-6))
+    # the tree score is the stage's own model on the same graphs' pooled features
+    schema = FeatureSchema.load(tiny_schema_dir / "feature_metadata.json")
+    summary = json.loads((tiny_trees_dir / "summary.json").read_text())
+    trees = load_trees(
+        tiny_trees_dir / "model.txt", summary["model_sha256"], pooled_feature_names(schema)
+    )
+    val = PackedSplit.load(tiny_schema_dir / "packed" / "val.pt")
+    by_model = dict(zip(frame["MODEL"], frame["pred_trees"], strict=True))
+    expected = trees.predict(pooled_split(val, schema))
+    got = np.array([by_model[m] for m in val.models])
+    np.testing.assert_allclose(got, expected, atol=1e-9)
+
+
+def test_a_tampered_tree_model_is_refused(trees_bundle_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(trees_bundle_dir, copy)
+    text = (copy / "trees.txt").read_text()
+    (copy / "trees.txt").write_text(text.replace("leaf_value=", "leaf_value=1", 1))
+    with pytest.raises(DataContractError, match=r"trees.txt.*sha256"):
+        load_bundle(copy)
+
+
+def test_trees_for_another_schema_are_refused(
+    trees_bundle_dir: Path, tmp_path: Path, tiny_schema_dir: Path
+) -> None:
+    """Trees fitted on other columns must not score this schema's graphs, even when the
+    manifest was rewritten to match (the check is on the model's own feature names)."""
+    copy = tmp_path / "bundle"
+    shutil.copytree(trees_bundle_dir, copy)
+    meta = json.loads((copy / "feature_metadata.json").read_text())
+    text = json.dumps(meta)
+    first = FeatureSchemaColumns.first_node_column(tiny_schema_dir)
+    (copy / "feature_metadata.json").write_text(text.replace(f'"{first}"', '"renamed_col"', 1))
+    manifest = json.loads((copy / "bundle.json").read_text())
+    manifest["files"]["feature_metadata.json"] = sha256_file(copy / "feature_metadata.json")
+    (copy / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataContractError, match=r"trees.txt"):
+        load_bundle(copy)
+
+
+def test_a_scorer_that_needs_trees_without_them_is_refused(
+    bundle_dir: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, copy)
+    write_json(copy / "scorer.json", Scorer("blend", 0.5).to_dict())
+    manifest = json.loads((copy / "bundle.json").read_text())
+    manifest["files"]["scorer.json"] = sha256_file(copy / "scorer.json")
+    (copy / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataContractError, match=r"trees.txt.*blend"):
+        load_bundle(copy)
+
+
+class FeatureSchemaColumns:
+    @staticmethod
+    def first_node_column(schema_dir: Path) -> str:
+        from graphqa.schema import FeatureSchema
+
+        return FeatureSchema.load(schema_dir / "feature_metadata.json").node_columns[0]

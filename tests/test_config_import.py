@@ -291,7 +291,7 @@ def test_misspelt_key_is_refused_with_a_suggestion(
     ("extra", "key", "why"),
     [
         (
-            "model:\n  pooling_type: sum\n",
+            "model:\n  pooling_type: median\n",
             "model.pooling_type",
             "a valid graphqa model.pooling_type",
         ),
@@ -316,6 +316,27 @@ def test_bad_values_name_the_old_key_and_write_nothing(
     assert len(err.splitlines()) == 1
     assert err.startswith(f"graphqa: error: {old}: '{key}'") and why in err
     assert (repo / "params.yaml").read_bytes() == before
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max", "add", "attention", "sum", "mean+max"])
+@pytest.mark.parametrize("layout", ["structured", "flat"])
+def test_pooling_names_import(
+    repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], pooling: str, layout: str
+) -> None:
+    # the seeds' names (mean|max|add|attention) carry over unchanged, as do graphqa's own
+    text = (
+        f"paths:\n  graph: g\nmodel:\n  pooling_type: {pooling}\n"
+        if layout == "structured"
+        else f"graph_dir: g\npooling_type: {pooling}\n"
+    )
+    old = _write(tmp_path / "old.yaml", text)
+
+    assert _import(str(old)) == 0
+
+    params = load_params(repo / "params.yaml")
+    assert params.model.pooling_type == pooling
+    assert params.model.pooled_skip is False  # not a seed option: params.yaml's value kept
+    assert f'-> model.pooling_type = "{pooling}"' in capsys.readouterr().out
 
 
 def _sweep_files(tmp_path: Path) -> Path:

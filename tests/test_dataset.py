@@ -15,7 +15,7 @@ from scipy.special import ndtri
 from torch_geometric.data import Data
 
 from graphqa import dataset
-from graphqa.config import DatasetConfig
+from graphqa.config import ConfigError, DatasetConfig, load_params, parse_params
 from graphqa.contract import (
     EDGE_COLUMNS,
     GRAPH_MANIFEST,
@@ -28,6 +28,7 @@ from graphqa.contract import (
     target_of,
 )
 from graphqa.manifest import manifest_entry
+from graphqa.schema import check_dataset
 
 SPLITS = ("train", "val", "val_calib", "test")
 NODE_DIM = 172
@@ -315,3 +316,254 @@ def test_tuning_fraction_assigns_disjoint_tuning_targets(
     assert len(union) == sum(len(t) for t in targets.values()) == 10
     truth = _read_json(tmp_path / "ds" / "ground_truth.json")
     assert truth["splits"]["tuning"]["targets"] == 3
+
+
+# --------------------------------------------------------------------------------------------
+# Realistic regime (issue 13): bimodal labels, heavy-tailed count columns, a small train split
+
+REPO = Path(__file__).resolve().parents[1]
+ORIGINAL = {"label_shape": "unimodal", "count_columns": 0, "train_models_cap": None}
+#: Tree digests (_tree_digest) of datasets written by the generator *before* these options
+#: existed: the tiny profile, and the tiny profile with seed 11, label_noise 0.1 and
+#: target_difficulty 0.6. The options at their original values must reproduce them byte for byte.
+ORIGINAL_TINY_DIGEST = "7be1449d9b4a1c88e9c4c0c4df0e7e9841ee9accdabf256b0c7f5dc95e2bc947"
+ORIGINAL_TINY_NOISY_DIGEST = "8903c94725b7535aac72c82db25c6cb623ed64ed66f67a51011ae5f9001a87e5"
+#: Mid-size realistic profile: enough graphs for stable correlations, small graphs for speed.
+REALISTIC = {
+    "n_targets": 40,
+    "models_per_target": 16,
+    "min_nodes": 12,
+    "max_nodes": 48,
+    "knn": 4,
+    "label_noise": 0.1,
+    "target_difficulty": 0.6,
+    "label_shape": "bimodal",
+    "count_columns": 3,
+}
+
+
+def _tree_digest(root: Path) -> str:
+    """One digest of a folder: every file's relative path and sha256, in path order."""
+    digest = hashlib.sha256()
+    for f in sorted(root.rglob("*")):
+        if f.is_file():
+            digest.update(f.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(hashlib.sha256(f.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _cfg(base: DatasetConfig, **update: Any) -> DatasetConfig:
+    return DatasetConfig.model_validate({**base.model_dump(), **update})
+
+
+def _all_labels(root: Path) -> pd.DataFrame:
+    """Every label row of a generated folder, with its split and target."""
+    frame = pd.concat(
+        [
+            pd.read_csv(root / "labels" / f"{s}.csv", dtype={"MODEL": str}).assign(split=s)
+            for s in SPLITS
+        ]
+    )
+    return frame.assign(target=frame["MODEL"].map(target_of))
+
+
+@pytest.fixture(scope="module")
+def realistic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("realistic") / "dataset"
+    dataset.generate_dataset(cfg=DatasetConfig.model_validate(REALISTIC), out_dir=out)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("update", "digest"),
+    [
+        ({}, ORIGINAL_TINY_DIGEST),
+        (
+            {"seed": 11, "label_noise": 0.1, "target_difficulty": 0.6},
+            ORIGINAL_TINY_NOISY_DIGEST,
+        ),
+    ],
+    ids=["tiny", "tiny-noisy"],
+)
+def test_original_options_reproduce_the_original_generator_byte_for_byte(
+    tmp_path: Path, tiny_dataset_cfg: DatasetConfig, update: dict[str, Any], digest: str
+) -> None:
+    cfg = _cfg(tiny_dataset_cfg, **update, **ORIGINAL)
+    dataset.generate_dataset(cfg=cfg, out_dir=tmp_path / "ds")
+    assert _tree_digest(tmp_path / "ds") == digest
+
+
+def test_repo_params_turn_the_realistic_regime_on() -> None:
+    cfg = load_params(REPO / "params.yaml").dataset
+    assert (cfg.label_shape, cfg.count_columns) == ("bimodal", 3)
+    # a small train split like real decoy sets (a few hundred graphs), whole targets
+    assert cfg.train_models_cap is not None and cfg.train_models_cap <= 500
+    assert DatasetConfig().label_shape == "unimodal"  # code default: the original generator
+
+
+def test_bimodal_label_fractions_at_the_default_size() -> None:
+    """params.yaml's dataset: most decoys incorrect, a good mode, few in between, and targets
+    that differ (some have no good model at all, as real decoy sets do)."""
+    cfg = load_params(REPO / "params.yaml").dataset
+    frame = dataset.label_frame(cfg)
+    dockq = frame["dockq"].to_numpy()
+    n_train = (frame["split"] == "train").sum()
+    assert n_train <= cfg.train_models_cap
+    assert dockq.min() >= 0.0 and dockq.max() <= 1.0
+    assert 0.55 <= (dockq < 0.1).mean() <= 0.70
+    assert 0.15 <= (dockq > 0.8).mean() <= 0.30
+    assert ((dockq >= 0.1) & (dockq <= 0.8)).mean() <= 0.22
+    high = frame.assign(high=dockq > 0.8).groupby(frame["MODEL"].map(target_of))["high"].mean()
+    assert (high == 0).mean() >= 0.15, "some targets must have no good model"
+    assert (high >= 0.25).mean() >= 0.15, "some targets must have many good models"
+    # the original shape on the same config is unimodal: few labels below 0.1, none above 0.98
+    original = dataset.label_frame(_cfg(cfg, **ORIGINAL))["dockq"].to_numpy()
+    assert (original < 0.1).mean() < 0.45
+
+
+def test_dockq_bimodal_is_monotone_with_two_modes() -> None:
+    z = np.linspace(-6, 6, 4001)
+    q = dataset.dockq_bimodal(z)
+    assert bool(np.all(np.diff(q) >= 0))
+    assert float(q.min()) >= 0.01 and float(q.max()) <= 0.98
+    sample = dataset.dockq_bimodal(np.random.default_rng(0).standard_normal(200_000))
+    assert float((sample < 0.1).mean()) == pytest.approx(dataset.BIMODAL_LOW_FRACTION, abs=0.01)
+    assert float((sample > 0.8).mean()) == pytest.approx(dataset.BIMODAL_HIGH_FRACTION, abs=0.01)
+
+
+def test_bimodal_labels_stay_rankable_within_targets(realistic: Path) -> None:
+    truth = _read_json(realistic / "ground_truth.json")
+    assert truth["label_shape"] == "bimodal"
+    assert truth["best_achievable_spearman"] > 0.8
+    assert truth["best_achievable_target_spearman"]["mean"] > 0.6
+    assert truth["best_achievable_target_spearman"]["min"] > 0.2
+    fractions = truth["label_fractions"]
+    assert 0.55 <= fractions["below_0.1"] <= 0.70 and 0.15 <= fractions["above_0.8"] <= 0.30
+
+
+def test_count_columns_sit_between_basic_and_topology_columns(realistic: Path) -> None:
+    gdir = realistic / "graphs"
+    names = dataset.count_columns(3)
+    node_cols = _read_json(gdir / NODE_COLUMNS)
+    assert node_cols == dataset.BASIC_COLUMNS + names + dataset.topology_columns()
+    assert _read_json(gdir / TOPOLOGY_COLUMNS)[1:] == node_cols[-TOPO_DIM:]
+    meta = _read_json(gdir / GRAPH_METADATA)
+    assert meta["_node_schema"]["dim"] == NODE_DIM + 3 == meta["node_feature_dim"]
+    assert meta["_builder"]["params"]["count_columns"] == 3
+    truth = _read_json(realistic / "ground_truth.json")
+    # recorded like every planted group: a weight in signal_groups, its columns in group_columns
+    assert truth["signal_groups"] == {**dataset.SIGNAL_WEIGHTS, "counts": dataset.COUNT_WEIGHT}
+    assert truth["group_columns"]["counts"] == names
+    assert truth["count_columns"]["columns"] == names
+
+
+def _count_stats(root: Path) -> tuple[np.ndarray, pd.DataFrame]:
+    """All node values of the count columns, and per graph their sums, means and labels."""
+    cols = dataset.node_columns(3)
+    idx = [cols.index(c) for c in dataset.count_columns(3)]
+    labels = _all_labels(root).set_index("MODEL")["dockq"]
+    values, rows = [], []
+    for key, path in list_graph_files(root / "graphs").items():
+        x = load_graph(path).x[:, idx].double().numpy()
+        values.append(x)
+        model = key.split("/")[1]
+        rows.append({"model": model, "label": labels[model], "sum": x.sum(0), "mean": x.mean(0)})
+    return np.concatenate(values), pd.DataFrame(rows)
+
+
+def test_count_columns_are_heavy_tailed_and_their_sums_carry_the_signal(realistic: Path) -> None:
+    from scipy.stats import kurtosis, spearmanr
+
+    values, per_graph = _count_stats(realistic)
+    assert bool((values == np.round(values)).all()) and values.min() >= 0
+    for j in range(values.shape[1]):
+        v = values[:, j]
+        assert (v == 0).mean() > 0.5, "mostly zero"
+        assert v.max() > 20 * v.mean(), "now and then huge"
+        assert kurtosis(v) > 20
+    label = per_graph["label"].to_numpy()
+    sums, means = np.stack(per_graph["sum"]), np.stack(per_graph["mean"])
+    rho_sum = [spearmanr(sums[:, j], label).statistic for j in range(3)]
+    rho_mean = [spearmanr(means[:, j], label).statistic for j in range(3)]
+    assert all(s > m + 0.05 for s, m in zip(rho_sum, rho_mean, strict=True)), (rho_sum, rho_mean)
+    assert np.mean(rho_sum) > 0.12 and abs(np.mean(rho_mean)) < 0.08, (rho_sum, rho_mean)
+
+
+def test_options_leave_every_other_column_as_it_was(
+    tmp_path: Path, tiny_dataset: Path, tiny_dataset_cfg: DatasetConfig
+) -> None:
+    """The options draw from generators of their own: the count columns only add columns and
+    bimodal labels change no graph."""
+    cfg = _cfg(tiny_dataset_cfg, label_shape="bimodal", count_columns=2)
+    dataset.generate_dataset(cfg=cfg, out_dir=tmp_path / "ds")
+    keep = [i for i, c in enumerate(dataset.node_columns(2)) if not c.startswith("rare_")]
+    new, old = (
+        list_graph_files(tmp_path / "ds" / "graphs"),
+        list_graph_files(tiny_dataset / "graphs"),
+    )
+    assert new.keys() == old.keys()
+    for key in old:
+        a, b = load_graph(new[key]), load_graph(old[key])
+        assert torch.equal(a.x[:, keep], b.x)
+        assert torch.equal(a.edge_index, b.edge_index) and torch.equal(a.edge_attr, b.edge_attr)
+    bimodal_only = _cfg(tiny_dataset_cfg, label_shape="bimodal")
+    dataset.generate_dataset(cfg=bimodal_only, out_dir=tmp_path / "bi")
+    for key, path in old.items():
+        assert (tmp_path / "bi" / "graphs" / f"{key}.pt").read_bytes() == path.read_bytes()
+    assert (tmp_path / "bi" / "labels" / "val.csv").read_bytes() != (
+        tiny_dataset / "labels" / "val.csv"
+    ).read_bytes()
+
+
+def test_train_cap_keeps_whole_targets_and_leaves_the_other_splits(
+    tmp_path: Path, tiny_dataset: Path, tiny_dataset_cfg: DatasetConfig
+) -> None:
+    mpt = tiny_dataset_cfg.models_per_target
+    cfg = _cfg(tiny_dataset_cfg, train_models_cap=2 * mpt + 1)
+    truth = dataset.generate_dataset(cfg=cfg, out_dir=tmp_path / "ds")
+    labels = _all_labels(tmp_path / "ds")
+    train = pd.read_csv(tmp_path / "ds" / "labels" / "train.csv", dtype={"MODEL": str})
+    per_target = train["MODEL"].map(target_of).value_counts()
+    assert len(train) == 2 * mpt <= cfg.train_models_cap
+    assert (per_target == mpt).all() and len(per_target) == 2
+    assert truth["splits"]["train"]["graphs"] == 2 * mpt
+    assert truth["capped_out_train_targets"] == ["T0007", "T0008"]
+    split_targets = [set(labels.loc[labels["split"] == s, "target"]) for s in SPLITS]
+    assert sum(map(len, split_targets)) == len(set().union(*split_targets)), "target-disjoint"
+    graphs = list_graph_files(tmp_path / "ds" / "graphs")
+    assert sorted(k.split("/")[1] for k in graphs) == sorted(labels["MODEL"])
+    for s in ("val", "val_calib", "test"):  # the cap touches train only
+        assert (tmp_path / "ds" / "labels" / f"{s}.csv").read_bytes() == (
+            tiny_dataset / "labels" / f"{s}.csv"
+        ).read_bytes()
+    for key, path in graphs.items():
+        assert path.read_bytes() == (tiny_dataset / "graphs" / f"{key}.pt").read_bytes()
+
+
+def test_train_cap_below_one_target_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"dataset.*train_models_cap must be >= models_per"):
+        parse_params({}, {"dataset.models_per_target": 16, "dataset.train_models_cap": 10})
+
+
+def test_realistic_options_are_deterministic_and_pass_the_builder_checks(
+    tmp_path: Path, tiny_dataset_cfg: DatasetConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from graphqa.cli import main
+
+    opts = {"label_shape": "bimodal", "count_columns": 3, "train_models_cap": 12}
+    cfg = _cfg(tiny_dataset_cfg, **opts)
+    truth_a = dataset.generate_dataset(cfg=cfg, out_dir=tmp_path / "a")
+    truth_b = dataset.generate_dataset(cfg=cfg, out_dir=tmp_path / "b")
+    assert _tree_digest(tmp_path / "a") == _tree_digest(tmp_path / "b") and truth_a == truth_b
+    dataset.generate_dataset(cfg=_cfg(cfg, seed=cfg.seed + 1), out_dir=tmp_path / "c")
+    assert _tree_digest(tmp_path / "a") != _tree_digest(tmp_path / "c")
+
+    assert main(["check-graphs", str(tmp_path / "a")]) == 0
+    assert "[INVALID]" not in capsys.readouterr().out
+    check_dataset(
+        graph_dir=tmp_path / "a" / "graphs",
+        label_files={s: str(tmp_path / "a" / "labels" / f"{s}.csv") for s in SPLITS},
+        out_dir=tmp_path / "schema",
+    )
+    meta = _read_json(tmp_path / "schema" / "feature_metadata.json")
+    assert meta["node"]["columns"] == dataset.node_columns(3)

@@ -89,3 +89,17 @@ def test_a_runs_summary_records_only_params_its_stage_declares() -> None:
         for key in values:
             dotted = f"{section}.{key}"
             assert section in declared or dotted in declared or dotted == "dataloader.seed", dotted
+
+
+def test_every_model_param_a_run_records_is_declared_and_family_is_not() -> None:
+    """The training stage lists model keys one by one: a new network key must be declared (or
+    changing it would not retrain), while ``model.family`` (which scorer ships, chosen after
+    training) must not be (or changing it would retrain everything)."""
+    from graphqa.config import ModelConfig
+    from graphqa.train import UNRECORDED_MODEL_KEYS
+
+    declared = set(dict(stages())["train"]["params"])
+    assert "model" not in declared
+    for key in ModelConfig.model_fields:
+        assert (f"model.{key}" in declared) == (key not in UNRECORDED_MODEL_KEYS), key
+    assert "model.family" in set(dict(stages())["scorer"]["params"])

@@ -1,4 +1,4 @@
-"""The evaluate stage: per-target tables, intervals over targets, reference rankers."""
+"""The evaluate stage: per-target tables, intervals over targets, every family side by side."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import pytest
 from graphqa.bundle import build_bundle
 from graphqa.calibrate import calibrate_final
 from graphqa.config import Params
+from graphqa.contract import write_json
 from graphqa.predict import evaluate_bundle, predict_with_bundle
+from graphqa.scorer import Scorer
 
 RANKED = ("top1_dockq", "ranking_loss", "hits_023", "hits_049", "hits_080")
 CI_METRICS = [
@@ -24,8 +26,11 @@ CI_METRICS = [
     "test_hits_080",
     "ref_trees_ranking_loss",
     "ref_trees_spearman_pooled",
+    "ref_gnn_ranking_loss",
+    "ref_blend_ranking_loss",
     "ref_random_ranking_loss",
-    "gnn_minus_trees_ranking_loss",
+    "shipped_minus_trees_ranking_loss",
+    "shipped_minus_gnn_ranking_loss",
     "test_interval_coverage_target_mean",
 ]
 
@@ -35,15 +40,20 @@ def calibrated_bundle(
     tiny_params: Params,
     tiny_run: Path,
     tiny_schema_dir: Path,
+    tiny_trees_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
-    """A bundle whose calibration.json comes from the calibration stage (target-grouped)."""
+    """A bundle shipping the blend, as the pipeline builds it: trees, scorer choice and a
+    calibration.json from the calibration stage (target-grouped) fitted on the blend."""
     tmp = tmp_path_factory.mktemp("calibrated")
+    write_json(tmp / "scorer.json", Scorer("blend", 0.6).to_dict())
     calibrate_final(
         cfg=tiny_params.calibration,
         model_path=tiny_run / "checkpoints" / "best.ckpt",
         schema_dir=tiny_schema_dir,
         out_dir=tmp / "calibration",
+        scorer_path=tmp / "scorer.json",
+        trees_dir=tiny_trees_dir,
     )
     summary = json.loads((tiny_run / "summary.json").read_text())
     build_bundle(
@@ -55,6 +65,8 @@ def calibrated_bundle(
         provenance={"source": "test"},
         metrics={},
         out_dir=tmp / "bundle",
+        trees_model=tiny_trees_dir / "model.txt",
+        scorer=tmp / "scorer.json",
     )
     return tmp / "bundle"
 
@@ -112,7 +124,7 @@ def test_evaluate_writes_tables_and_headline_intervals(evaluated: Path, tiny_dat
     by_target = labels.groupby("TARGET")["dockq"]
     expected = float((by_target.max() - by_target.mean()).mean())
     assert metrics["ref_random_ranking_loss"] == pytest.approx(expected, abs=1e-6)
-    assert len(metrics) <= 45  # headline numbers only; tables go to CSV
+    assert len(metrics) <= 64  # headline numbers of 5 rankers only; tables go to CSV
 
     per_target = pd.read_csv(evaluated / "per_target.csv")
     assert len(per_target) == n_targets and per_target["TARGET"].is_unique
@@ -129,7 +141,7 @@ def test_evaluate_writes_tables_and_headline_intervals(evaluated: Path, tiny_dat
         "interval_coverage",
         *(
             f"{ranker}_{column}"
-            for ranker in ("trees", "random")
+            for ranker in ("gnn", "trees", "blend", "random")
             for column in (*RANKED, "spearman")
         ),
     ]
@@ -146,18 +158,37 @@ def test_evaluate_writes_tables_and_headline_intervals(evaluated: Path, tiny_dat
     summary = pd.read_csv(evaluated / "summary.csv")
     assert list(summary.columns) == ["ranker", "metric", "value", "ci_low", "ci_high"]
     assert set(summary["ranker"]) == {
+        "shipped",
         "gnn",
-        "pooled_trees",
+        "trees",
+        "blend",
         "random",
-        "gnn_minus_trees",
-        "gnn_minus_random",
+        "shipped_minus_gnn",
+        "shipped_minus_trees",
+        "shipped_minus_blend",
+        "shipped_minus_random",
     }
+    # the shipped score is the blend: same ranking as its component column
+    shipped = summary.set_index(["ranker", "metric"])["value"]
+    assert shipped["shipped", "ranking_loss"] == pytest.approx(shipped["blend", "ranking_loss"])
+    assert metrics["shipped_family"] == "blend"
     bands = pd.read_csv(evaluated / "interval_coverage.csv")
     assert list(bands["band"]) == ["all", "<0.23", "0.23-0.49", "0.49-0.80", ">=0.80"]
     assert bands["n_models"].iloc[0] == len(labels)
     predictions = pd.read_csv(evaluated / "predictions.csv")
-    assert {"pred_calibrated", "pred_trees", "interval_low", "interval_high", "dockq"} <= set(
-        predictions
+    assert {
+        "pred_gnn",
+        "pred_trees",
+        "pred_blend",
+        "pred_calibrated",
+        "interval_low",
+        "interval_high",
+        "dockq",
+    } <= set(predictions)
+    np.testing.assert_allclose(
+        predictions["pred_blend"],
+        0.6 * predictions["pred_gnn"] + 0.4 * predictions["pred_trees"],
+        atol=2e-6,  # CSV rounding
     )
 
 
@@ -179,3 +210,23 @@ def test_evaluate_is_reproducible(
     )
     for name in ("metrics.json", "per_target.csv", "summary.csv", "predictions.csv"):
         assert (tmp_path / "again" / name).read_bytes() == (evaluated / name).read_bytes(), name
+
+
+def test_prefetched_keeps_items_and_order_and_reraises_producer_errors() -> None:
+    from graphqa.contract import DataContractError
+    from graphqa.predict import prefetched
+
+    assert list(prefetched(iter(range(50)), depth=2)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise DataContractError("g.pt", "x", "a float tensor", "int64")
+
+    got = []
+    with pytest.raises(DataContractError, match=r"g\.pt"):
+        for item in prefetched(failing()):
+            got.append(item)
+    assert got == [1]
+    early = prefetched(iter(range(1000)), depth=1)  # consumer stops early: thread ends
+    assert next(early) == 0
+    early.close()

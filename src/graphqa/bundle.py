@@ -1,7 +1,9 @@
 """Self-contained, verifiable model bundle: everything inference needs, nothing machine-bound.
 
 ``bundle.json`` lists every file with its sha256; loading refuses a bundle whose files do not
-match. Weights are safetensors (no pickle); the rest is JSON. No timestamps or absolute paths,
+match. Weights are safetensors and the trees LightGBM's own text format (no pickle anywhere);
+``scorer.json`` says which score is shipped (GNN, trees or blend, see :mod:`graphqa.scorer`);
+the rest is JSON. No timestamps or absolute paths,
 so two reproductions of the pipeline produce byte-identical bundles.
 """
 
@@ -24,6 +26,7 @@ from graphqa.contract import (
 )
 from graphqa.model import NetConfig, TopoQANet, build_net
 from graphqa.schema import FEATURE_METADATA, FeatureSchema
+from graphqa.scorer import Scorer
 
 BUNDLE_FORMAT = "graphqa.bundle/1"
 MANIFEST = "bundle.json"
@@ -32,6 +35,8 @@ MODEL_CONFIG = "model_config.json"
 CALIBRATION = "calibration.json"
 THRESHOLDS = "thresholds.json"
 FEATURE_MASK = "feature_mask.json"
+TREES = "trees.txt"
+SCORER = "scorer.json"
 
 
 def input_provenance(inputs: dict[str, Path], training: dict[str, Any]) -> dict[str, Any]:
@@ -70,8 +75,12 @@ def build_bundle(
     provenance: dict[str, Any],
     metrics: dict[str, Any],
     out_dir: str | Path,
+    trees_model: str | Path | None = None,
+    scorer: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Write the bundle folder atomically and return its manifest."""
+    """Write the bundle folder atomically and return its manifest. ``trees_model`` (a
+    LightGBM text model) and ``scorer`` (``scorer.json``) travel with the network when the
+    pipeline has them; a bundle without them ships the GNN alone."""
     from graphqa.module import load_module
 
     net = load_module(model_ckpt).net
@@ -82,6 +91,10 @@ def build_bundle(
         shutil.copyfile(feature_metadata, tmp / FEATURE_METADATA)
         shutil.copyfile(calibration, tmp / CALIBRATION)
         shutil.copyfile(thresholds, tmp / THRESHOLDS)
+        if trees_model is not None:
+            shutil.copyfile(trees_model, tmp / TREES)
+        if scorer is not None:
+            write_json(tmp / SCORER, Scorer.from_dict(read_json(scorer)).to_dict())
         mask = mask_from_config(net.config, FeatureSchema.load(feature_metadata))
         if mask is not None:
             write_json(tmp / FEATURE_MASK, mask)
@@ -104,6 +117,13 @@ class Bundle:
     calibration: dict[str, Any]
     thresholds: dict[str, Any]
     manifest: dict[str, Any]
+    scorer: Scorer
+    trees: Any = None  # graphqa.trees.TreesModel when the bundle carries trees
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        """The families whose scores this bundle can compute."""
+        return ("gnn", "trees", "blend") if self.trees is not None else ("gnn",)
 
 
 def verify_bundle(root: str | Path) -> dict[str, Any]:
@@ -143,13 +163,31 @@ def load_bundle(root: str | Path) -> Bundle:
     manifest = verify_bundle(root)
     net = build_net(NetConfig.from_dict(read_json(root / MODEL_CONFIG)))
     net.load_state_dict(load_file(str(root / WEIGHTS)), strict=True)
+    schema = FeatureSchema.load(root / FEATURE_METADATA)
+    scorer = (
+        Scorer.from_dict(read_json(root / SCORER))
+        if (root / SCORER).is_file()
+        else Scorer(family="gnn", blend_weight=1.0)
+    )
+    trees = None
+    if (root / TREES).is_file():
+        from graphqa.pooled import pooled_feature_names
+        from graphqa.trees import load_trees
+
+        trees = load_trees(root / TREES, manifest["files"][TREES], pooled_feature_names(schema))
+    if scorer.family != "gnn" and trees is None:
+        raise DataContractError(
+            root / SCORER, "family", f"a {TREES} for family {scorer.family}", "missing"
+        )
     return Bundle(
         root=root,
         net=net.eval(),
-        schema=FeatureSchema.load(root / FEATURE_METADATA),
+        schema=schema,
         calibration=read_json(root / CALIBRATION),
         thresholds=read_json(root / THRESHOLDS),
         manifest=manifest,
+        scorer=scorer,
+        trees=trees,
     )
 
 
@@ -158,8 +196,11 @@ def bundle_from_pipeline(
     model_dir: str | Path,
     calibration_dir: str | Path,
     out_dir: str | Path,
+    trees_dir: str | Path | None = None,
+    scorer_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Stage ``bundle``: package the final model with its calibration and provenance."""
+    """Stage ``bundle``: package the final model (and the trees and the scorer choice when
+    given) with its calibration and provenance."""
     from graphqa.select import MODEL_CARD
 
     model_dir, calibration_dir = Path(model_dir), Path(calibration_dir)
@@ -174,12 +215,24 @@ def bundle_from_pipeline(
         THRESHOLDS: calibration_dir / THRESHOLDS,
         "calibration_metrics.json": calibration_dir / "metrics.json",
     }
+    if trees_dir is not None:
+        inputs[TREES] = Path(trees_dir) / "model.txt"
+        inputs["trees_summary.json"] = Path(trees_dir) / "summary.json"
+    if scorer_dir is not None:
+        inputs[SCORER] = Path(scorer_dir) / SCORER
     metrics = {
         "model": card["model"],
         "why": card["reason"],
         "val": chosen["metrics"],
         "val_calib": read_json(calibration_dir / "metrics.json"),
     }
+    if scorer_dir is not None:
+        choice = read_json(inputs[SCORER])
+        metrics["scorer"] = {
+            "family": choice["family"],
+            "reason": choice["reason"],
+            "val": choice["candidates"],
+        }
     return build_bundle(
         model_ckpt=inputs["model.ckpt"],
         feature_metadata=inputs[FEATURE_METADATA],
@@ -189,4 +242,6 @@ def bundle_from_pipeline(
         provenance=input_provenance(inputs, chosen.get("provenance", {})),
         metrics=metrics,
         out_dir=out_dir,
+        trees_model=inputs.get(TREES),
+        scorer=inputs.get(SCORER),
     )

@@ -578,7 +578,13 @@ def coverage_by_band(
 
 
 def calibrate_final(
-    *, cfg: Any, model_path: str | Path, schema_dir: str | Path, out_dir: str | Path
+    *,
+    cfg: Any,
+    model_path: str | Path,
+    schema_dir: str | Path,
+    out_dir: str | Path,
+    scorer_path: str | Path | None = None,
+    trees_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Stage ``calibration``: predict val_calib once, fit both calibrators, apply the chosen
     one, tune the acceptable-model threshold and the target-grouped interval on it.
@@ -586,6 +592,9 @@ def calibrate_final(
     The interval's difficulty scale is ``cfg.interval_scale`` when the params carry it (else
     :data:`DEFAULT_INTERVAL_SCALE`); its coverage on val_calib is in-sample (>= nominal by
     construction when guaranteed) and is reported per DockQ band in interval_coverage.csv.
+
+    With ``scorer_path`` (stage ``scorer``'s choice) and ``trees_dir``, everything is fitted
+    on the *shipped* score (GNN, trees or blend, as a logit); without them, on the GNN's.
     """
     import pandas as pd
 
@@ -595,7 +604,27 @@ def calibrate_final(
     from graphqa.scoring import packed_logits
 
     split = PackedSplit.load(Path(schema_dir) / "packed" / "val_calib.pt")
-    logits = packed_logits(load_module(model_path).net, split).numpy()
+    components: dict[str, np.ndarray] = {}
+    if scorer_path is None:
+        logits = packed_logits(load_module(model_path).net, split).numpy()
+    else:
+        from graphqa.contract import read_json
+        from graphqa.schema import FEATURE_METADATA, FeatureSchema
+        from graphqa.scorer import Scorer, load_pipeline_trees, packed_components
+
+        if trees_dir is None:
+            raise ValueError("calibrating a shipped scorer needs the trees folder")
+        scorer = Scorer.from_dict(read_json(scorer_path))
+        schema = FeatureSchema.load(Path(schema_dir) / FEATURE_METADATA)
+        trees = load_pipeline_trees(trees_dir, schema)
+        gnn_logits, trees_pred = packed_components(
+            model_ckpt=model_path, trees_model=trees, split=split, schema=schema
+        )
+        logits = scorer.shipped_logits(gnn_logits, trees_pred)
+        components = {
+            f"pred_{name}": score
+            for name, score in scorer.components(gnn_logits, trees_pred).items()
+        }
     labels = split.y.double().numpy()
     raw = expit(logits)
     temperature, temperature_fit = fit_temperature(logits, labels, cfg.fit_bias, cfg.loss)
@@ -631,6 +660,7 @@ def calibrate_final(
             "TARGET": split.targets,
             "dockq": labels,
             "logit": logits,
+            **components,
             "pred_raw": raw,
             "pred_calibrated": scores,
             "interval_low": low,

@@ -210,7 +210,9 @@ def _report(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from graphqa.predict import predict_with_bundle
 
-    frame, report = predict_with_bundle(args.bundle, args.graphs, args.labels, args.batch_size)
+    frame, report = predict_with_bundle(
+        args.bundle, args.graphs, args.labels, args.batch_size, compile=args.compile
+    )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(args.out, index=False, float_format="%.6f")
@@ -279,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--labels", help="label CSV: score only these models and report metrics")
     pred.add_argument("--out", help="output CSV (default: stdout)")
     pred.add_argument("--batch-size", type=int, default=64)
+    pred.add_argument(
+        "--compile", action="store_true", help="torch.compile the network (large folders)"
+    )
     pred.set_defaults(func=_predict)
     rep = sub.add_parser(
         "report", help="PNG figures + one offline report.html of the pipeline's results"
@@ -287,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default="report", help="output folder (default: report)")
     rep.set_defaults(func=_report)
     _add_builder_commands(sub)
+    _add_sweep_command(sub)
     return parser
 
 
@@ -341,6 +347,42 @@ def _add_builder_commands(sub: Any) -> None:
     chk = sub.add_parser("check-graphs", help="[OK]/[MISSING]/[INVALID] per builder sidecar")
     chk.add_argument("build_dir", help="the builder's output dir or its graph_data folder")
     chk.set_defaults(func=_check_graphs)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from graphqa import sweep
+
+    if args.collect:
+        if not args.remote:
+            raise ValueError("graphqa sweep --collect: --remote NAME is required")
+        return sweep.collect(args.group, args.remote)
+    if args.shard:
+        if not args.remote:
+            raise ValueError("graphqa sweep --shard: --remote NAME is required")
+        return sweep.run_shard(args.group, args.shard, args.remote)
+    return sweep.run_local(args.group, args.jobs, dry_run=args.dry_run)
+
+
+def _add_sweep_command(sub: Any) -> None:
+    """Parallel sweeps: N local worktrees sharing the DVC cache, or one scheduler shard."""
+    from graphqa.sweep import GROUPS
+
+    swp = sub.add_parser(
+        "sweep",
+        help="train a matrix group's members in parallel (local worktrees or scheduler shards)",
+    )
+    swp.add_argument("--group", choices=GROUPS, default="train", help="matrix stage (train)")
+    mode = swp.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--jobs", type=_positive_int, default=2, help="local workers at once (default 2)"
+    )
+    mode.add_argument("--shard", metavar="I/N", help="run shard I of N (0-based) in this clone")
+    mode.add_argument(
+        "--collect", action="store_true", help="pull the run-cache from --remote and restore"
+    )
+    swp.add_argument("--remote", metavar="NAME", help="DVC remote for --shard/--collect")
+    swp.add_argument("--dry-run", action="store_true", help="--jobs: print the shards, run nothing")
+    swp.set_defaults(func=_sweep)
 
 
 def main(argv: list[str] | None = None) -> int:

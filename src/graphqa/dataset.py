@@ -6,6 +6,20 @@ signal group encodes only its own component, so each is needed to predict the la
 be checked against the truth. The other topology slots vary per graph but carry no signal.
 Columns come on very different scales (one-hots, degrees, raw counts, Å), as real builders emit,
 so the pipeline's train-only standardisation is exercised by the default run.
+
+Three options move it toward real protein-decoy sets (``label_shape: unimodal``,
+``count_columns: 0`` and ``train_models_cap: null`` reproduce the original generator byte for
+byte, so old datasets and the tests built on them stay valid):
+
+* ``label_shape: bimodal``: labels pile up near 0 (most decoys incorrect) with a second mode
+  above 0.8 and few in between; targets whose decoys are all poor have no good model at all.
+* ``count_columns``: heavy-tailed count node columns (rare close contacts: mostly 0, now and then
+  huge) whose per-graph *sums* carry their own planted component while the per-node *means*
+  carry little (bigger graphs dilute them), so sum/log pooling matters.
+* ``train_models_cap``: a small train split (a few hundred graphs), by whole targets.
+
+New randomness comes from generators of its own (:func:`_extra_rng`), never from the main
+stream, so every original column, split and noise draw is unchanged by the options.
 """
 
 from __future__ import annotations
@@ -18,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from scipy.special import ndtr
+from scipy.special import expit, ndtr, ndtri
 from scipy.stats import spearmanr
 from torch_geometric.data import Data
 
@@ -81,6 +95,22 @@ SIGNAL_WEIGHTS = {
     "structure": 0.5,
 }
 NOISE_SLOTS = [s for s in TOPOLOGY_SLOTS if s not in SIGNAL_WEIGHTS]
+#: Planted group of the heavy-tailed count columns (present only with count_columns > 0).
+COUNT_GROUP = "counts"
+COUNT_WEIGHT = 0.8
+#: Per count column: expected per-graph total at component 0 cycles through these (raw scales
+#: differ, as real count columns do); the total grows by exp(_COUNT_BETA * z) with the component.
+_COUNT_TOTALS = (8.0, 30.0, 120.0)
+_COUNT_BETA = 0.35
+_COUNT_NUISANCE = 0.2  # per-graph, per-column log-sd of the total that no feature explains
+_COUNT_CONCENTRATION = 0.1  # Dirichlet share of each node: mostly 0, now and then huge
+#: Bimodal labels: fraction of decoys below DockQ 0.1 and above 0.8 for an N(0, 1) score.
+BIMODAL_LOW_FRACTION = 0.62
+BIMODAL_HIGH_FRACTION = 0.22
+_BIMODAL_FLOOR, _BIMODAL_CEIL = 0.01, 0.98  # DockQ is rarely exactly 0 or 1
+#: Bimodal label noise is added to the score (before the steep map) so the two modes survive;
+#: this many score units per DockQ unit of label_noise keeps the oracle Spearman comparable.
+_BIMODAL_NOISE_SCALE = 5.0
 _TARGET_SHARE = 0.6  # fraction of each component's std shared by all decoys of a target
 _NODE_NOISE = 0.6  # per-node noise (in component units) of topology columns
 
@@ -89,8 +119,13 @@ def topology_columns() -> list[str]:
     return [f"{slot}.{suffix}" for slot in TOPOLOGY_SLOTS for suffix in TOPOLOGY_COLUMN_SUFFIXES]
 
 
-def node_columns() -> list[str]:
-    return BASIC_COLUMNS + topology_columns()
+def count_columns(n: int) -> list[str]:
+    """Names of the ``n`` count node columns (between the basic and the topology columns)."""
+    return [f"rare_contacts_{i}" for i in range(n)]
+
+
+def node_columns(n_counts: int = 0) -> list[str]:
+    return BASIC_COLUMNS + count_columns(n_counts) + topology_columns()
 
 
 def dockq_from_score(z: np.ndarray) -> np.ndarray:
@@ -103,6 +138,28 @@ def dockq_from_score(z: np.ndarray) -> np.ndarray:
     knots_q = [0.0, 0.23, 0.49, 0.80, 0.98]
     low = 0.23 * np.power(np.clip(u / 0.62, 0, 1), 1.8)
     return np.where(u < 0.62, low, np.interp(u, knots_u, knots_q))
+
+
+def _bimodal_map() -> tuple[float, float]:
+    """Slope k and centre c of the logistic so an N(0, 1) score lands BIMODAL_LOW_FRACTION
+    below DockQ 0.1 and BIMODAL_HIGH_FRACTION above 0.8 (closed form from two quantiles)."""
+
+    def logit_at(q: float) -> float:
+        p = (q - _BIMODAL_FLOOR) / (_BIMODAL_CEIL - _BIMODAL_FLOOR)
+        return math.log(p / (1 - p))
+
+    z_low, z_high = float(ndtri(BIMODAL_LOW_FRACTION)), float(ndtri(1 - BIMODAL_HIGH_FRACTION))
+    k = (logit_at(0.8) - logit_at(0.1)) / (z_high - z_low)
+    return k, z_low - logit_at(0.1) / k
+
+
+def dockq_bimodal(z: np.ndarray) -> np.ndarray:
+    """Monotone, steep map of an N(0, 1) score to a two-peaked DockQ-like value in [0.01, 0.98].
+
+    62% of N(0, 1) scores fall below 0.1, 22% above 0.8 and 16% in between.
+    """
+    k, c = _bimodal_map()
+    return _BIMODAL_FLOOR + (_BIMODAL_CEIL - _BIMODAL_FLOOR) * expit(k * (np.asarray(z) - c))
 
 
 def capri_class(dockq: float) -> str:
@@ -172,7 +229,36 @@ def _topology_block(rng: np.random.Generator, n: int, level: float) -> np.ndarra
     return np.stack(cols, axis=1)
 
 
-def _make_graph(decoy: _Decoy, cfg: DatasetConfig, rng: np.random.Generator) -> Data:
+def _count_block(count_rng: np.random.Generator, n: int, k: int, level: float) -> np.ndarray:
+    """``k`` heavy-tailed count columns for ``n`` nodes carrying the component ``level``.
+
+    Each column's per-graph total is Poisson with a mean set by the component (plus nuisance)
+    that does not grow with the graph, so the sum over nodes carries the signal while the mean
+    (total / n) is diluted by the graph size, which runs the other way (bigger graphs are a
+    little better). The total is shared out by Dirichlet weights of small concentration, so a
+    node's count is mostly 0 and now and then huge, as clash or rare distance-bin counts are.
+    Totals rise with quality (close inter-chain contacts): a count falling with quality could
+    not have an informative sum and an uninformative mean here, as graph size rises with it.
+    """
+    cols = []
+    for j in range(k):
+        mean_total = _COUNT_TOTALS[j % len(_COUNT_TOTALS)] * math.exp(
+            _COUNT_BETA * level + _COUNT_NUISANCE * float(count_rng.standard_normal())
+        )
+        share = count_rng.gamma(_COUNT_CONCENTRATION, size=n)
+        share = share / share.sum() if share.sum() > 0 else np.full(n, 1.0 / n)
+        cols.append(count_rng.multinomial(count_rng.poisson(mean_total), share).astype(np.float64))
+    return np.stack(cols, axis=1)
+
+
+def _make_graph(
+    decoy: _Decoy,
+    cfg: DatasetConfig,
+    rng: np.random.Generator,
+    counts: tuple[np.random.Generator, float] | None = None,
+) -> Data:
+    """One decoy's graph; ``counts`` (generator, component) adds the count columns, drawn
+    after (and apart from) the main stream so every other column is as without them."""
     c = decoy.components
     frac = ndtr(0.9 * c["structure"] + 0.45 * rng.standard_normal())
     n = int(
@@ -194,7 +280,7 @@ def _make_graph(decoy: _Decoy, cfg: DatasetConfig, rng: np.random.Generator) -> 
     for slot in TOPOLOGY_SLOTS:
         level = c[slot] if slot in c else decoy.noise_slots[slot]
         slots.append(_topology_block(rng, n, level))
-    x = np.concatenate([rasa[:, None], phi[:, None], psi[:, None], ss8, aa, *slots], axis=1)
+    basic = [rasa[:, None], phi[:, None], psi[:, None], ss8, aa]
 
     dist = np.linalg.norm(pos[edge_index[0]] - pos[edge_index[1]], axis=1)
     bins = np.arange(EDGE_HIST_BINS) + 0.5
@@ -203,6 +289,8 @@ def _make_graph(decoy: _Decoy, cfg: DatasetConfig, rng: np.random.Generator) -> 
     lam = lam * np.exp(0.35 * c["edge.hist"] * (bins[None, :] < 5.0))
     hist = rng.poisson(lam).astype(np.float64)
     edge_attr = np.concatenate([dist[:, None], hist], axis=1)
+    extra = [] if counts is None else [_count_block(counts[0], n, cfg.count_columns, counts[1])]
+    x = np.concatenate([*basic, *extra, *slots], axis=1)
 
     return Data(
         x=torch.from_numpy(x.astype(np.float32)),
@@ -258,32 +346,135 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-def generate_dataset(*, cfg: DatasetConfig, out_dir: str | Path) -> dict[str, Any]:
-    """Write graphs, sidecars, the builder summary, label CSVs and ``ground_truth.json``.
+def _extra_rng(cfg: DatasetConfig, stream: int) -> np.random.Generator:
+    """A generator of its own for an option's randomness (seeded by ``seed``), so the main
+    stream -- every original column, split and noise draw -- is the same with or without it."""
+    return np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(stream,)))
 
-    Returns the ground-truth summary. The folder is swapped in atomically.
-    """
+
+def _count_components(decoys: list[_Decoy], rng: np.random.Generator) -> np.ndarray:
+    """The count group's component per decoy: a target share plus a decoy part, as the others."""
+    share, own = math.sqrt(_TARGET_SHARE), math.sqrt(1 - _TARGET_SHARE)
+    target_part: dict[str, float] = {}
+    comps = []
+    for d in decoys:
+        if d.target not in target_part:
+            target_part[d.target] = float(rng.standard_normal())
+        comps.append(share * target_part[d.target] + own * float(rng.standard_normal()))
+    return np.array(comps)
+
+
+def _capped_out_targets(split_of_target: dict[str, str], cfg: DatasetConfig) -> set[str]:
+    """Train targets left out by ``train_models_cap``: whole targets, the last in name order
+    (names are assigned before the random split, so the kept ones are a random sample)."""
+    if cfg.train_models_cap is None:
+        return set()
+    train = sorted(t for t, split in split_of_target.items() if split == "train")
+    return set(train[cfg.train_models_cap // cfg.models_per_target :])
+
+
+@dataclass
+class _Plan:
+    """Everything decided before the graphs are drawn; ``rng``/``count_rng`` are positioned
+    where the graph draws continue."""
+
+    decoys: list[_Decoy]
+    count_comps: np.ndarray
+    clean: np.ndarray
+    labels: np.ndarray
+    noise_sd: dict[str, float]
+    split_of_target: dict[str, str]
+    capped_out: set[str]
+    kept: np.ndarray
+    rng: np.random.Generator
+    count_rng: np.random.Generator | None
+
+
+def _plan(cfg: DatasetConfig) -> _Plan:
+    """Latent scores, labels, splits and the cap: the cheap part of the generator."""
     rng = np.random.default_rng(cfg.seed)
     decoys = _latent_scores(cfg, rng)
     scores = np.array([d.score for d in decoys])
-    clean = dockq_from_score(scores)
+    count_rng = _extra_rng(cfg, 1) if cfg.count_columns else None
+    count_comps = np.zeros(len(decoys))
+    if count_rng is not None:
+        # the count component joins the score with its weight; the score stays N(0, 1)
+        norm = math.sqrt(sum(w * w for w in SIGNAL_WEIGHTS.values()))
+        count_comps = _count_components(decoys, count_rng)
+        scores = (norm * scores + COUNT_WEIGHT * count_comps) / math.hypot(norm, COUNT_WEIGHT)
     noise_sd = _label_noise_per_target(cfg, rng)
     per_decoy_sd = np.array([noise_sd[d.target] for d in decoys])
-    labels = np.clip(clean + per_decoy_sd * rng.standard_normal(len(decoys)), 0.0, 1.0)
+    eps = rng.standard_normal(len(decoys))
+    if cfg.label_shape == "unimodal":
+        clean = dockq_from_score(scores)
+        labels = np.clip(clean + per_decoy_sd * eps, 0.0, 1.0)
+    else:
+        # noise in score units, before the steep map, so both modes survive; the score is
+        # rescaled by its nominal total sd so the mode fractions hold at any label_noise
+        scale = math.hypot(1.0, _BIMODAL_NOISE_SCALE * cfg.label_noise)
+        clean = dockq_bimodal(scores / scale)
+        labels = dockq_bimodal((scores + _BIMODAL_NOISE_SCALE * per_decoy_sd * eps) / scale)
     labels = np.round(labels, 6)
     split_of_target = {
         t: name
         for name, ts in _split_targets(sorted({d.target for d in decoys}), cfg, rng).items()
         for t in ts
     }
+    capped_out = _capped_out_targets(split_of_target, cfg)
+    return _Plan(
+        decoys=decoys,
+        count_comps=count_comps,
+        clean=clean,
+        labels=labels,
+        noise_sd=noise_sd,
+        split_of_target=split_of_target,
+        capped_out=capped_out,
+        kept=np.array([d.target not in capped_out for d in decoys]),
+        rng=rng,
+        count_rng=count_rng,
+    )
 
-    ncols, tcols = node_columns(), topology_columns()
+
+def label_frame(cfg: DatasetConfig) -> pd.DataFrame:
+    """The label rows the generator writes (MODEL, dockq, capri, split), without drawing a
+    single graph: seconds even at full size, for tests and quick looks at the label shape."""
+    plan = _plan(cfg)
+    return _frame(plan)
+
+
+def _frame(plan: _Plan) -> pd.DataFrame:
+    labels = plan.labels
+    return pd.DataFrame(
+        {
+            "MODEL": [d.model for d in plan.decoys],
+            "dockq": labels,
+            "capri": [capri_class(v) for v in labels],
+            "split": [plan.split_of_target[d.target] for d in plan.decoys],
+        }
+    )[plan.kept]
+
+
+def generate_dataset(*, cfg: DatasetConfig, out_dir: str | Path) -> dict[str, Any]:
+    """Write graphs, sidecars, the builder summary, label CSVs and ``ground_truth.json``.
+
+    Returns the ground-truth summary. The folder is swapped in atomically.
+    """
+    plan = _plan(cfg)
+    decoys, rng, count_rng, kept = plan.decoys, plan.rng, plan.count_rng, plan.kept
+    clean, labels, noise_sd = plan.clean, plan.labels, plan.noise_sd
+
+    ncols, tcols = node_columns(cfg.count_columns), topology_columns()
     entries: dict[str, Any] = {}
     manifest: dict[str, Any] = {}
     with atomic_dir(out_dir) as tmp:
         graph_dir = tmp / "graphs"
-        for decoy in decoys:
-            data = _make_graph(decoy, cfg, rng)
+        for decoy, comp, keep in zip(decoys, plan.count_comps, kept, strict=True):
+            counts = None if count_rng is None else (count_rng, float(comp))
+            # capped-out graphs are still drawn: the stream, hence every kept graph, is as
+            # without the cap
+            data = _make_graph(decoy, cfg, rng, counts)
+            if not keep:
+                continue
             key = f"{decoy.target}/{decoy.model}"
             save_graph(data, graph_dir / f"{key}.pt")
             manifest[f"{key}.pt"] = manifest_entry(data, graph_dir / f"{key}.pt")
@@ -301,16 +492,9 @@ def generate_dataset(*, cfg: DatasetConfig, out_dir: str | Path) -> dict[str, An
         write_json(graph_dir / EDGE_COLUMNS, EDGE_COLUMN_NAMES)
         write_json(graph_dir / TOPOLOGY_COLUMNS, ["ID", *tcols])
         write_json(graph_dir / GRAPH_MANIFEST, manifest)
-        write_json(tmp / BUILDER_SUMMARY, _builder_summary(len(decoys), ncols, tcols))
+        write_json(tmp / BUILDER_SUMMARY, _builder_summary(int(kept.sum()), ncols, tcols))
 
-        frame = pd.DataFrame(
-            {
-                "MODEL": [d.model for d in decoys],
-                "dockq": labels,
-                "capri": [capri_class(v) for v in labels],
-                "split": [split_of_target[d.target] for d in decoys],
-            }
-        )
+        frame = _frame(plan)
         (tmp / "labels").mkdir()
         # tuning.csv always exists (header-only without tuning targets): params.yaml can
         # point paths.tuning_labels at it and DVC can track it as a dependency.
@@ -318,8 +502,94 @@ def generate_dataset(*, cfg: DatasetConfig, out_dir: str | Path) -> dict[str, An
             part = frame[frame["split"] == name].drop(columns="split")
             part.to_csv(tmp / "labels" / f"{name}.csv", index=False, float_format="%.6f")
 
-        truth = _ground_truth(cfg, frame, clean, labels, noise_sd)
+        truth = _ground_truth(cfg, frame, clean[kept], labels[kept], noise_sd)
+        if _departs_from_original(cfg):
+            truth = _ground_truth_extras(
+                truth, cfg, frame, clean[kept], labels[kept], plan.capped_out
+            )
         write_json(tmp / "ground_truth.json", truth)
+    return truth
+
+
+#: Options at these values reproduce the original generator; they are left out of the files
+#: then, so an original dataset stays byte-identical.
+_ORIGINAL_OPTIONS: dict[str, Any] = {
+    "label_shape": "unimodal",
+    "count_columns": 0,
+    "train_models_cap": None,
+}
+
+
+def _departs_from_original(cfg: DatasetConfig) -> bool:
+    return any(getattr(cfg, k) != v for k, v in _ORIGINAL_OPTIONS.items())
+
+
+def _builder_params(cfg: DatasetConfig) -> dict[str, Any]:
+    """The generator's params as recorded in graph_metadata.json: all of them, except the
+    options when every one is at its original value (the file is then as it always was)."""
+    params = cfg.model_dump(mode="json")
+    if _departs_from_original(cfg):
+        return params
+    return {k: v for k, v in params.items() if k not in _ORIGINAL_OPTIONS}
+
+
+def _ground_truth_extras(
+    truth: dict[str, Any],
+    cfg: DatasetConfig,
+    frame: pd.DataFrame,
+    clean: np.ndarray,
+    labels: np.ndarray,
+    capped_out: set[str],
+) -> dict[str, Any]:
+    """The options' bookkeeping: the count group as a planted signal group (weight and
+    columns, as the others), the label shape with its mode fractions, and the cap."""
+    truth = {**truth, "label_shape": cfg.label_shape}
+    if cfg.label_shape == "bimodal":
+        k, c = _bimodal_map()
+        truth["description"] = (
+            "Hidden recipe of the embedded dataset: label = dockq_bimodal((s + "
+            f"{_BIMODAL_NOISE_SCALE} * N(0, label_noise_per_target[target])) / "
+            f"sqrt(1 + ({_BIMODAL_NOISE_SCALE} * label_noise)^2)) with s = sum_k w_k z_k / "
+            f"||w|| and dockq_bimodal(z) = {_BIMODAL_FLOOR} + "
+            f"{round(_BIMODAL_CEIL - _BIMODAL_FLOOR, 6)} * sigmoid({k:.4f} * (z - {c:.4f})); "
+            "each signal group encodes only its own component z_k."
+        )
+    if cfg.count_columns:
+        truth["signal_groups"] = {**truth["signal_groups"], COUNT_GROUP: COUNT_WEIGHT}
+        truth["group_columns"] = {
+            **truth["group_columns"],
+            COUNT_GROUP: count_columns(cfg.count_columns),
+        }
+        truth["count_columns"] = {
+            "columns": count_columns(cfg.count_columns),
+            "signal_in": "per-graph sum (the per-node mean is diluted by the graph size)",
+            "totals_at_zero": [
+                _COUNT_TOTALS[j % len(_COUNT_TOTALS)] for j in range(cfg.count_columns)
+            ],
+            "log_total_per_unit_component": _COUNT_BETA,
+        }
+    targets = frame["MODEL"].map(lambda m: m.split("_")[0]).to_numpy()
+    per_target = []
+    no_good = 0
+    for t in sorted(set(targets)):
+        mask = targets == t
+        no_good += int(not (labels[mask] > 0.8).any())
+        if np.ptp(labels[mask]) > 0 and np.ptp(clean[mask]) > 0:
+            per_target.append(_spearman(clean[mask], labels[mask]))
+    truth["best_achievable_target_spearman"] = {
+        "mean": round(float(np.mean(per_target)), 4),
+        "min": round(float(np.min(per_target)), 4),
+    }
+    truth["label_fractions"] = {
+        **truth["label_fractions"],
+        "below_0.1": round(float((labels < 0.1).mean()), 4),
+        "between_0.1_and_0.8": round(float(((labels >= 0.1) & (labels <= 0.8)).mean()), 4),
+        "above_0.8": round(float((labels > 0.8).mean()), 4),
+        "targets_without_model_above_0.8": no_good,
+    }
+    if cfg.train_models_cap is not None:
+        truth["train_models_cap"] = cfg.train_models_cap
+        truth["capped_out_train_targets"] = sorted(capped_out)
     return truth
 
 
@@ -331,7 +601,7 @@ def _graph_metadata(
         "_builder": {
             "name": "graphqa.embedded",
             "version": 1,
-            "params": cfg.model_dump(mode="json"),
+            "params": _builder_params(cfg),
         },
         "_node_schema": {"columns": ncols, "dim": len(ncols)},
         "_edge_schema": {

@@ -12,7 +12,34 @@ from torch_geometric.nn import AttentionalAggregation, GATv2Conv
 from torch_geometric.nn.pool import global_add_pool, global_max_pool, global_mean_pool
 from torch_geometric.utils import scatter
 
-Pooling = Literal["mean", "max", "add", "attention"]
+Pooling = Literal["mean", "max", "add", "sum", "attention", "mean+max", "mean+max+sum"]
+
+#: Readout of each single pooling; ``sum`` is PyG's ``add`` under its usual name. Every one is
+#: called with an explicit ``size`` (graphs in the batch) so no data-dependent ``batch.max()``
+#: is needed and ``torch.compile`` can trace it.
+POOL_FUNCTIONS = {
+    "mean": global_mean_pool,
+    "max": global_max_pool,
+    "add": global_add_pool,
+    "sum": global_add_pool,
+}
+
+
+def pooling_parts(pooling: str) -> list[str]:
+    """The single poolings a (possibly ``+``-joined) pooling concatenates, in order."""
+    parts = pooling.split("+")
+    unknown = [p for p in parts if p not in POOL_FUNCTIONS and p != "attention"]
+    if unknown or ("attention" in parts and len(parts) > 1):
+        raise ValueError(
+            f"pooling {pooling!r}: expected one of mean|max|add|sum|attention or a '+' join "
+            "of mean|max|sum"
+        )
+    return parts
+
+
+def signed_log1p(x: Tensor) -> Tensor:
+    """``sign(x) * log(1 + |x|)``: compresses sums that grow with graph size, keeps the sign."""
+    return torch.sign(x) * torch.log1p(x.abs())
 
 
 class FeatureStandardizer(nn.Module):
@@ -72,12 +99,17 @@ class NetConfig:
     edge_layer_norm: bool = True
     node_keep: list[int] | None = field(default=None)
     edge_keep: list[int] | None = field(default=None)
+    #: Per-graph input statistics joined to the pooled embedding (see :class:`TopoQANet`).
+    #: Defaults keep checkpoints written before the field existed loadable and unchanged.
+    pooled_skip: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> NetConfig:
+        """Rebuild from :meth:`to_dict`; keys added later (``pooled_skip``) take their
+        defaults, so configs stored in older checkpoints and bundles still load."""
         return cls(**obj)
 
 
@@ -89,6 +121,15 @@ class TopoQANet(nn.Module):
     the graph's mean encoded edge features; an MLP maps that to a logit whose sigmoid is the
     DockQ estimate in [0, 1]. Returning the logit lets calibration rescale it later.
 
+    ``pooling`` may join readouts with ``+`` (``mean+max``, ``mean+max+sum``): their outputs are
+    concatenated, so the head's input grows by ``hidden_dim`` per part. With ``pooled_skip``
+    the head also sees per-graph statistics of the (standardised, masked) inputs, bypassing the
+    message passing: ``log1p`` of the node and edge counts, and per input column the graph mean
+    and the signed ``log1p`` of the graph sum, LayerNorm-ed. Global composition and size are
+    then available to the head directly, however few layers the network has.
+    Dropout (``dropout``) acts on the attention weights and in the head, as in the seeds'
+    network, so an imported config means what it meant there.
+
     Args:
         config: dims, widths and options; see :class:`NetConfig`.
 
@@ -96,6 +137,9 @@ class TopoQANet(nn.Module):
         - x: :math:`(|V|, \text{node\_dim})`, edge_index: :math:`(2, |E|)`,
           edge_attr: :math:`(|E|, \text{edge\_dim})`, batch: :math:`(|V|)`
         - output: logits :math:`(B)` for B graphs in the batch
+        - head input: :math:`(B, (P + 1) \cdot \text{hidden\_dim} + S)` with P pooled parts
+          and :math:`S = 2 + 2 \cdot (\text{node\_in} + \text{edge\_in})` with
+          ``pooled_skip`` (node_in, edge_in: kept input columns), else :math:`S = 0`
     """
 
     def __init__(self, config: NetConfig) -> None:
@@ -122,11 +166,17 @@ class TopoQANet(nn.Module):
             for _ in range(config.num_layers)
         )
         self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(config.num_layers))
+        self.pool_parts = pooling_parts(config.pooling)
         self.attention_pool = (
             AttentionalAggregation(nn.Linear(hidden, 1)) if config.pooling == "attention" else None
         )
+        self.skip_dim = (
+            2 + 2 * (self.node_norm.out_dim + self.edge_norm.out_dim) if config.pooled_skip else 0
+        )
+        self.skip_norm = nn.LayerNorm(self.skip_dim) if config.pooled_skip else None
+        self.head_in_dim = (len(self.pool_parts) + 1) * hidden + self.skip_dim
         self.head = nn.Sequential(
-            nn.Linear(2 * hidden, hidden),
+            nn.Linear(self.head_in_dim, hidden),
             nn.ELU(),
             nn.Dropout(config.dropout),
             nn.Linear(hidden, 1),
@@ -139,12 +189,38 @@ class TopoQANet(nn.Module):
                 module.reset_parameters()
 
     def pool(self, h: Tensor, batch: Tensor, size: int) -> Tensor:
+        """Per-graph readout, shape (B, P * hidden_dim): the P parts in pooling order."""
         if self.attention_pool is not None:
             return self.attention_pool(h, batch, dim_size=size)
-        pool_fn = {"mean": global_mean_pool, "max": global_max_pool, "add": global_add_pool}[
-            self.config.pooling
-        ]
-        return pool_fn(h, batch, size)
+        return torch.cat([POOL_FUNCTIONS[p](h, batch, size) for p in self.pool_parts], dim=-1)
+
+    def graph_statistics(
+        self, x: Tensor, edge_attr: Tensor, edge_batch: Tensor, batch: Tensor, size: int
+    ) -> Tensor:
+        """The skip path's raw per-graph statistics :math:`(B, S)` (before the LayerNorm).
+
+        ``x`` and ``edge_attr`` are the standardised, masked inputs. Means describe
+        composition, log-compressed sums describe amount (they scale with graph size).
+        """
+        node_count = scatter(x.new_ones(x.size(0)), batch, dim=0, dim_size=size, reduce="sum")
+        edge_count = scatter(
+            edge_attr.new_ones(edge_attr.size(0)), edge_batch, dim=0, dim_size=size, reduce="sum"
+        )
+        node_sum = scatter(x, batch, dim=0, dim_size=size, reduce="sum")
+        edge_sum = scatter(edge_attr, edge_batch, dim=0, dim_size=size, reduce="sum")
+        node_mean = node_sum / node_count.clamp(min=1).unsqueeze(-1)
+        edge_mean = edge_sum / edge_count.clamp(min=1).unsqueeze(-1)
+        return torch.cat(
+            [
+                torch.log1p(node_count).unsqueeze(-1),
+                torch.log1p(edge_count).unsqueeze(-1),
+                node_mean,
+                signed_log1p(node_sum),
+                edge_mean,
+                signed_log1p(edge_sum),
+            ],
+            dim=-1,
+        )
 
     def forward(
         self,
@@ -155,13 +231,20 @@ class TopoQANet(nn.Module):
         num_graphs: int | None = None,
     ) -> Tensor:
         size = int(batch.max()) + 1 if num_graphs is None else num_graphs
-        h = self.node_encoder(self.node_norm(x))
-        e = self.edge_encoder(self.edge_norm(edge_attr))
+        x_std, e_std = self.node_norm(x), self.edge_norm(edge_attr)
+        h = self.node_encoder(x_std)
+        e = self.edge_encoder(e_std)
         for conv, norm in zip(self.convs, self.norms, strict=True):
             h = norm(h + nn.functional.elu(conv(h, edge_index, e)))
-        graph_h = self.pool(h, batch, size)
-        graph_e = scatter(e, batch[edge_index[0]], dim=0, dim_size=size, reduce="mean")
-        return self.head(torch.cat([graph_h, graph_e], dim=-1)).squeeze(-1)
+        edge_batch = batch[edge_index[0]]
+        parts = [
+            self.pool(h, batch, size),
+            scatter(e, edge_batch, dim=0, dim_size=size, reduce="mean"),
+        ]
+        if self.skip_norm is not None:
+            stats = self.graph_statistics(x_std, e_std, edge_batch, batch, size)
+            parts.append(self.skip_norm(stats))
+        return self.head(torch.cat(parts, dim=-1)).squeeze(-1)
 
     @torch.no_grad()
     def fit_standardizers(self, x: Tensor, edge_attr: Tensor) -> None:

@@ -25,6 +25,12 @@ from graphqa.model import TopoQANet, build_net
 MONITOR = "selection_metric"
 
 
+def compiled(net: torch.nn.Module) -> Any:
+    """``torch.compile`` of a network, shapes dynamic (every batch has its own node and edge
+    counts; static shapes would recompile for each)."""
+    return torch.compile(net, dynamic=True)
+
+
 def pairwise_ranking_loss(pred: Tensor, true: Tensor, group: Tensor, margin: float = 0.0) -> Tensor:
     """Hinge loss over ordered pairs of decoys of the same target in the batch."""
     same = group[:, None] == group[None, :]
@@ -73,16 +79,42 @@ class GraphQAModule(L.LightningModule):
         scheduler: dict[str, Any],
         loss: dict[str, Any],
         selection: dict[str, Any],
+        compile: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net"], logger=False)
+        # ``compile`` is a speed switch, not part of the model: it stays out of the
+        # checkpoint's hyper-parameters so eager and compiled runs save the same keys.
+        self.save_hyperparameters(ignore=["net", "compile"], logger=False)
         self.hparams["net_config"] = net.config.to_dict()
         self.net = net
+        self.compile_net = compile
         self.train_loss = MeanMetric()
         self.val_pred, self.val_true, self.val_group = CatMetric(), CatMetric(), CatMetric()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Copies (weight averaging deep-copies the module) compile their own ``net`` lazily;
+        # a copied compiled wrapper would keep calling the original's weights.
+        state = dict(super().__getstate__())
+        state.pop("_compiled", None)
+        return state
+
+    def network(self) -> Any:
+        """The callable the steps use: ``self.net`` or, with ``compile``, its
+        ``torch.compile`` wrapper. The wrapper is kept out of the registered submodules, so
+        ``state_dict`` keys stay ``net.*`` (no ``_orig_mod.``) and checkpoints load into an
+        eager module unchanged."""
+        if not self.compile_net:
+            return self.net
+        cached = self.__dict__.get("_compiled")
+        if cached is None or cached[0] is not self.net:
+            cached = (self.net, compiled(self.net))
+            self.__dict__["_compiled"] = cached
+        return cached[1]
+
     def forward(self, batch: Any) -> Tensor:
-        return self.net(batch.x, batch.edge_index, batch.edge_attr, batch.batch, batch.num_graphs)
+        return self.network()(
+            batch.x, batch.edge_index, batch.edge_attr, batch.batch, batch.num_graphs
+        )
 
     def model_step(self, batch: Any) -> tuple[Tensor, Tensor]:
         pred = torch.sigmoid(self(batch))

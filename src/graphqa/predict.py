@@ -116,6 +116,50 @@ def stream_batches(
         yield chunk, Batch.from_data_list(graphs)
 
 
+def prefetched(batches: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """The same items, produced by a background thread up to ``depth`` ahead.
+
+    Reading and validating graph files (torch's weights-only unpickler) then overlaps with the
+    network, which releases the GIL in its kernels (benchmarks/predict_throughput.py). Items
+    and their order are unchanged; an error in the producer (e.g. a DataContractError for a bad
+    file) is re-raised here, at the item where it occurred.
+    """
+    import queue
+    import threading
+
+    items: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        items.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put(("done", None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            items.put(("error", exc))
+
+    worker = threading.Thread(target=produce, name="graphqa-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = items.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        worker.join()
+
+
 @torch.no_grad()
 def batch_logits(net: TopoQANet, batch: Batch) -> Tensor:
     return net(batch.x, batch.edge_index, batch.edge_attr, batch.batch, batch.num_graphs).double()
@@ -182,8 +226,11 @@ def score_frame(
     calibration: dict[str, Any],
     thresholds: dict[str, Any],
     labels: dict[str, float] | None = None,
+    components: dict[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
-    """One row per model: raw and calibrated DockQ, interval, acceptable flag, rank."""
+    """One row per model: each component's score (``pred_gnn``, ``pred_trees``,
+    ``pred_blend`` when the bundle has them), the shipped score raw and calibrated, interval,
+    acceptable flag, rank. ``logits`` are the shipped score's."""
     from scipy.special import expit
 
     from graphqa.calibrate import ConformalInterval
@@ -199,6 +246,7 @@ def score_frame(
         {
             "TARGET": [k.target for k in keys],
             "MODEL": [k.model for k in keys],
+            **{f"pred_{name}": score for name, score in (components or {}).items()},
             "pred_raw": expit(logits),
             "pred_calibrated": cal,
             "interval_low": low,
@@ -227,9 +275,14 @@ def score_folder(
     labels_csv: str | Path | None = None,
     batch_size: int = 64,
     pooled: bool = False,
+    compile: bool = False,
 ) -> Scored:
-    """Score a graph folder with a loaded bundle in one pass over the files; with ``pooled``
-    also the pooled features of every graph (for the reference trees of ``evaluate``)."""
+    """Score a graph folder with a loaded bundle in one pass over the files: every component
+    the bundle carries and the shipped score; with ``pooled`` also the pooled features of every
+    graph (for the reference trees of ``evaluate``). ``compile`` runs the network through
+    ``torch.compile`` (same scores up to float32 rounding; pays off on large folders only)."""
+    from scipy.special import expit
+
     from graphqa.calibrate import ConformalInterval
     from graphqa.pooled import pooled_batch
 
@@ -240,17 +293,32 @@ def score_folder(
     keys: list[GraphRef] = []
     logits: list[np.ndarray] = []
     features: list[np.ndarray] = []
-    for chunk, batch in stream_batches(refs, schema, batch_size):
+    with_trees = bundle.trees is not None
+    if compile:
+        from graphqa.module import compiled
+
+        net = compiled(net)
+    for chunk, batch in prefetched(stream_batches(refs, schema, batch_size)):
         keys += chunk
         logits.append(batch_logits(net, batch).numpy())
-        if pooled:
+        if pooled or with_trees:
             features.append(pooled_batch(batch, bundle.schema, str(graph_dir)))
-    seconds = time.perf_counter() - start
     all_logits = np.concatenate(logits) if logits else np.zeros(0)
-    frame = score_frame(keys, all_logits, bundle.calibration, bundle.thresholds, labels)
+    stacked = np.concatenate(features) if features else None
+    if with_trees:
+        trees_pred = bundle.trees.predict(stacked) if len(keys) else np.zeros(0)
+        components = bundle.scorer.components(all_logits, trees_pred)
+        shipped = bundle.scorer.shipped_logits(all_logits, trees_pred)
+    else:
+        components, shipped = {"gnn": expit(all_logits)}, all_logits
+    seconds = time.perf_counter() - start
+    frame = score_frame(
+        keys, shipped, bundle.calibration, bundle.thresholds, labels, components=components
+    )
     interval = ConformalInterval.from_dict(bundle.calibration["conformal"])
     report: dict[str, Any] = {
         "graphs": len(frame),
+        "shipped": bundle.scorer.family,
         "interval": interval.to_dict(),
         "seconds": round(seconds, 3),
         "graphs_per_s": round(len(frame) / seconds, 1) if seconds > 0 else None,
@@ -259,7 +327,6 @@ def score_folder(
         per_target, rollup = ranking_report(frame)
         report["metrics"] = rollup
         report["per_target"] = per_target
-    stacked = np.concatenate(features) if features else None
     return Scored(frame=frame, report=report, pooled=stacked)
 
 
@@ -268,19 +335,29 @@ def predict_with_bundle(
     graph_dir: str | Path,
     labels_csv: str | Path | None = None,
     batch_size: int = 64,
+    compile: bool = False,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Score a graph folder with a verified bundle; metrics too when labels are given."""
     from graphqa.bundle import load_bundle
 
-    scored = score_folder(load_bundle(bundle_dir), graph_dir, labels_csv, batch_size)
+    scored = score_folder(
+        load_bundle(bundle_dir), graph_dir, labels_csv, batch_size, compile=compile
+    )
     return scored.frame, scored.report
 
 
 # --------------------------------------------------------------------------------------------
 # The evaluate stage
 
-#: Metric-name prefix of each ranker in metrics.json.
-RANKER_PREFIX = {"gnn": "test", "pooled_trees": "ref_trees", "random": "ref_random"}
+#: Metric-name prefix of each ranker in metrics.json: the shipped score keeps the ``test_``
+#: names; each family the bundle carries and the random pick are references beside it.
+RANKER_PREFIX = {
+    "shipped": "test",
+    "gnn": "ref_gnn",
+    "trees": "ref_trees",
+    "blend": "ref_blend",
+    "random": "ref_random",
+}
 
 
 def ranker_summary(
@@ -353,17 +430,20 @@ def _finite_or_none(value: Any) -> Any:
 def headline_metrics(summary: pd.DataFrame) -> dict[str, Any]:
     """The metrics.json subset of the summary table (what ``dvc exp show`` lists)."""
     wanted = {
-        "gnn": (
+        "shipped": (
             "ranking_loss",
             "spearman_pooled",
             "spearman_per_target_mean",
             *(hits_key(t) for t in HIT_THRESHOLDS),
         ),
-        "pooled_trees": ("ranking_loss", "spearman_pooled"),
+        "gnn": ("ranking_loss", "spearman_pooled"),
+        "trees": ("ranking_loss", "spearman_pooled"),
+        "blend": ("ranking_loss", "spearman_pooled"),
         "random": ("ranking_loss",),
-        "gnn_minus_trees": ("ranking_loss",),
+        "shipped_minus_gnn": ("ranking_loss",),
+        "shipped_minus_trees": ("ranking_loss",),
     }
-    prefix = {**RANKER_PREFIX, "gnn_minus_trees": "gnn_minus_trees"}
+    prefix = {**RANKER_PREFIX, **{k: k for k in wanted if k.startswith("shipped_minus")}}
     out: dict[str, Any] = {}
     for row in summary.to_dict("records"):
         if row["metric"] in wanted.get(row["ranker"], ()):
@@ -371,27 +451,26 @@ def headline_metrics(summary: pd.DataFrame) -> dict[str, Any]:
             out[key] = row["value"]
             out[f"{key}_ci_low"] = row["ci_low"]
             out[f"{key}_ci_high"] = row["ci_high"]
-        elif row["ranker"] == "gnn" and row["metric"] in ("mse", "mae", "pearson"):
+        elif row["ranker"] == "shipped" and row["metric"] in ("mse", "mae", "pearson"):
             out[f"test_{row['metric']}"] = row["value"]
     return out
 
 
 def wide_per_target(tables: dict[str, pd.DataFrame], interval_coverage: np.ndarray) -> pd.DataFrame:
-    """One row per target: the GNN's columns as they are, each reference ranker's beside them
-    with its name as prefix (``trees_ranking_loss``, ``random_hits_023``...), so a chart or
-    ``dvc plots`` can overlay the rankers target by target; plus the GNN interval's coverage of
-    the target's models."""
-    gnn = tables["gnn"]
+    """One row per target: the shipped score's columns as they are, each reference ranker's
+    beside them with its name as prefix (``trees_ranking_loss``, ``random_hits_023``...), so a
+    chart or ``dvc plots`` can overlay the rankers target by target; plus the shipped interval's
+    coverage of the target's models."""
+    gnn = tables["shipped"]
     shared = ["TARGET", "n_models", "best_dockq"]
     wide = gnn.assign(interval_coverage=interval_coverage)
     for name, table in tables.items():
-        if name == "gnn":
+        if name == "shipped":
             continue
         if not table["TARGET"].equals(gnn["TARGET"]):
-            raise ValueError(f"per-target tables of gnn and {name} list different targets")
-        prefix = name.split("_")[-1]
+            raise ValueError(f"per-target tables of shipped and {name} list different targets")
         own = table.drop(columns=shared)
-        wide = pd.concat([wide, own.add_prefix(f"{prefix}_")], axis=1)
+        wide = pd.concat([wide, own.add_prefix(f"{name}_")], axis=1)
     return wide
 
 
@@ -409,14 +488,16 @@ def evaluate_bundle(
     trees: TreesSettings | None = None,
 ) -> dict[str, Any]:
     """Stage ``evaluate``: the bundle on the test split through the same predict code, with
-    bootstrap intervals over test targets and the reference rankers beside it.
+    bootstrap intervals over test targets and, beside the shipped score, every family the
+    bundle carries (GNN, trees, blend) and the random pick.
 
     Writes ``metrics.json`` (headline numbers and intervals), ``summary.csv`` (every metric of
     every ranker with its interval), ``per_target.csv`` (one row per target, all rankers),
     ``predictions.csv``, ``interval_coverage.csv`` (all models and per DockQ band) and
     ``reliability.csv``. ``per_target.csv`` holds one row per target: the GNN's columns, then
-    ``trees_*`` and ``random_*`` for the reference rankers. Reads
-    ``<schema_dir>/packed/{train,val}.pt`` to fit the trees.
+    ``gnn_*``, ``trees_*``, ``blend_*`` and ``random_*`` for the references. A bundle without
+    trees (GNN only) gets scikit-learn reference trees fitted on
+    ``<schema_dir>/packed/{train,val}.pt`` instead, and no blend.
     """
     from graphqa.bundle import load_bundle
     from graphqa.calibrate import ConformalInterval, coverage_by_band
@@ -426,36 +507,36 @@ def evaluate_bundle(
     from graphqa.reference import TreesSettings, fit_trees_on_packed, random_pick_table
 
     bundle = load_bundle(bundle_dir)
-    packed = Path(schema_dir) / "packed"
-    train, val = PackedSplit.load(packed / "train.pt"), PackedSplit.load(packed / "val.pt")
     scored = score_folder(bundle, graph_dir, labels_csv, batch_size, pooled=True)
     frame, report = scored.frame, scored.report
-    reference = fit_trees_on_packed(train, val, bundle.schema, trees or TreesSettings())
-    frame["pred_trees"] = reference.predict(scored.pooled)
+    reference_iters = None
+    if bundle.trees is None:
+        packed = Path(schema_dir) / "packed"
+        train, val = PackedSplit.load(packed / "train.pt"), PackedSplit.load(packed / "val.pt")
+        reference = fit_trees_on_packed(train, val, bundle.schema, trees or TreesSettings())
+        frame["pred_trees"] = reference.predict(scored.pooled)
+        reference_iters = reference.n_iter
 
     true = frame["dockq"].to_numpy(float)
     groups = frame["TARGET"].to_numpy()
     raw, cal = frame["pred_raw"].to_numpy(float), frame["pred_calibrated"].to_numpy(float)
-    trees_pred = frame["pred_trees"].to_numpy(float)
-    tables = {
-        "gnn": report["per_target"],
-        "pooled_trees": per_target_table(trees_pred, true, groups),
-        "random": random_pick_table(true, groups),
+    preds = {
+        name: frame[f"pred_{name}"].to_numpy(float)
+        for name in ("gnn", "trees", "blend")
+        if f"pred_{name}" in frame
     }
-    resamples = resample_targets(len(tables["gnn"]), n_resamples, seed)
-    rows = ranker_summary("gnn", tables["gnn"], resamples, cal, true, groups)
-    rows += ranker_summary(
-        "pooled_trees", tables["pooled_trees"], resamples, trees_pred, true, groups
-    )
+    tables = {"shipped": report["per_target"]}
+    tables |= {name: per_target_table(pred, true, groups) for name, pred in preds.items()}
+    tables["random"] = random_pick_table(true, groups)
+    resamples = resample_targets(len(tables["shipped"]), n_resamples, seed)
+    rows = ranker_summary("shipped", tables["shipped"], resamples, cal, true, groups)
+    for name, pred in preds.items():
+        rows += ranker_summary(name, tables[name], resamples, pred, true, groups)
     rows += ranker_summary("random", tables["random"], resamples)
-    for ref in ("pooled_trees", "random"):
+    for ref in [*preds, "random"]:
         rows.append(
             paired_difference(
-                f"gnn_minus_{ref.split('_')[-1]}",
-                tables["gnn"],
-                tables[ref],
-                "ranking_loss",
-                resamples,
+                f"shipped_minus_{ref}", tables["shipped"], tables[ref], "ranking_loss", resamples
             )
         )
     summary = pd.DataFrame(rows, columns=["ranker", "metric", "value", "ci_low", "ci_high"])
@@ -469,7 +550,8 @@ def evaluate_bundle(
     cover_low, cover_high = bootstrap_mean(per_target_cover, resamples)
 
     metrics: dict[str, Any] = {
-        "test_n_targets": len(tables["gnn"]),
+        "shipped_family": bundle.scorer.family,
+        "test_n_targets": len(tables["shipped"]),
         "test_n_models": len(frame),
         **headline_metrics(summary),
         "test_ece_raw": expected_calibration_error(raw, true, bins),
@@ -479,7 +561,7 @@ def evaluate_bundle(
         "test_interval_coverage_target_mean_ci_low": cover_low,
         "test_interval_coverage_target_mean_ci_high": cover_high,
         "test_interval_width": bands[0]["mean_width"],
-        "ref_trees_n_iter": reference.n_iter,
+        "ref_trees_n_iter": reference_iters,
         "interval_guarantee": interval.guarantee(),
     }
     metrics = {k: _finite_or_none(v) for k, v in metrics.items()}
@@ -500,9 +582,12 @@ def evaluate_bundle(
     write_json(out_dir / "metrics.json", metrics)
     print(
         f"evaluate: {len(frame)} test graphs, {metrics['test_n_targets']} targets at "
-        f"{report['graphs_per_s']} graphs/s; ranking loss {metrics['test_ranking_loss']} "
+        f"{report['graphs_per_s']} graphs/s; shipped {bundle.scorer.family}: ranking loss "
+        f"{metrics['test_ranking_loss']} "
         f"[{metrics['test_ranking_loss_ci_low']}, {metrics['test_ranking_loss_ci_high']}] vs "
-        f"trees {metrics['ref_trees_ranking_loss']}, random {metrics['ref_random_ranking_loss']}; "
+        f"gnn {metrics['ref_gnn_ranking_loss']}, trees {metrics['ref_trees_ranking_loss']}, "
+        f"blend {metrics.get('ref_blend_ranking_loss')}, "
+        f"random {metrics['ref_random_ranking_loss']}; "
         f"interval coverage {metrics['test_interval_coverage_target_mean']} "
         f"({interval.guarantee()})"
     )

@@ -308,6 +308,7 @@ def load_candidate(
             "learning_rate": params.get("optimizer", {}).get("learning_rate"),
             "hidden_dim": params.get("model", {}).get("hidden_dim"),
             "pooling": params.get("model", {}).get("pooling_type"),
+            "pooled_skip": params.get("model", {}).get("pooled_skip", False),
         },
         tuning_groups=int(summary.get("tuning_groups", 0)),
     )
@@ -366,6 +367,7 @@ def leaderboard_csv(ranked: list[Candidate], metric: str, stats_metric: str | No
         "learning_rate",
         "hidden_dim",
         "pooling",
+        "pooled_skip",
         "run_dir",
     ]
     buffer = io.StringIO()

@@ -99,6 +99,7 @@ def net_config_for(params: Params, schema: FeatureSchema) -> NetConfig:
         heads=params.model.attention_head,
         dropout=params.model.dropout,
         pooling=params.model.pooling_type,
+        pooled_skip=params.model.pooled_skip,
         edge_layer_norm=params.edge_schema.use_layer_norm,
         node_keep=mask.node_keep,
         edge_keep=mask.edge_keep,
@@ -338,6 +339,7 @@ def train_run(
         params.scheduler.model_dump(),
         params.loss.model_dump(),
         params.selection.model_dump(),
+        compile=params.trainer.compile,
     )
     print(selection_notice(params), flush=True)
     if resume_from is None:
@@ -482,6 +484,9 @@ RECORDED_SECTIONS = (
     "variance_reduction",
     "loss",
 )
+#: ``model`` keys the training stages do not declare (see dvc.yaml): which scorer ships is
+#: decided after training, so changing it must not retrain anything.
+UNRECORDED_MODEL_KEYS = ("family",)
 RECORDED_SELECTION_KEYS = (
     "use_val_spearman",
     "spearman_min_delta",
@@ -496,6 +501,8 @@ def recorded_params(params: Params) -> dict[str, Any]:
     take their defaults when a fine-tune or resume rebuilds params from it."""
     full = params.to_dict()
     recorded = {section: full[section] for section in RECORDED_SECTIONS}
+    for key in UNRECORDED_MODEL_KEYS:  # chosen after training: no training stage declares it
+        recorded["model"].pop(key, None)
     recorded["selection"] = {k: full["selection"][k] for k in RECORDED_SELECTION_KEYS}
     return recorded
 

@@ -1,0 +1,165 @@
+"""``graphqa predict`` throughput: graphs/s scoring a folder of ``.pt`` graph files.
+
+Why: ``graphqa predict`` streams a graph folder from disk a batch at a time, validating every
+graph against the bundle's schema before scoring it. This benchmark measures the graphs/s of
+that path (target: >= 1,000 graphs/s on 2 cores) and where the time goes, so a slow stage is
+a number with a profile rather than a guess.
+
+Input: a temporary folder holding ``--copies`` hard links (copies where linking fails) of the
+default dataset's graph folder (``data/dataset/graphs``, read-only) under renamed target
+folders, plus its schema files; the bundle is ``runs/bundle`` (read-only). Both come from the
+pipeline (``make repro``).
+
+It reports, over ``--repeats`` in-process runs of :func:`graphqa.predict.score_folder`
+(after one untimed warm-up): the median graphs/s, and the split of one run's time into
+reading + validating files (``stream_batches``) and the network; with ``--compile`` the same
+for the ``torch.compile``'d network; finally one end-to-end ``graphqa predict`` CLI run
+(process start, imports, CSV writing included). ``--profile`` prints the top cProfile entries.
+
+Usage::
+
+    .venv/bin/python benchmarks/predict_throughput.py [--copies 4] [--repeats 3] [--compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# isort: off
+import graphqa  # noqa: F401  (must come first: pins the numeric path before torch loads)
+
+# isort: on
+import torch
+
+from graphqa.bundle import load_bundle
+from graphqa.predict import check_schema, graph_refs, score_folder, stream_batches
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TARGET = 1000.0
+
+
+def replicate(graph_dir: Path, out: Path, copies: int) -> int:
+    """``copies`` replicas of every target folder (hard links), plus the schema files."""
+    out.mkdir(parents=True)
+    for meta in graph_dir.glob("*.json"):
+        shutil.copy2(meta, out / meta.name)
+    n = 0
+    for k in range(copies):
+        for target in sorted(p for p in graph_dir.iterdir() if p.is_dir()):
+            dest = out / f"copy{k}-{target.name}"
+            dest.mkdir()
+            for graph in sorted(target.glob("*.pt")):
+                try:
+                    os.link(graph, dest / graph.name)
+                except OSError:
+                    shutil.copy2(graph, dest / graph.name)
+                n += 1
+    return n
+
+
+def split_time(bundle, graph_dir: Path, batch_size: int) -> tuple[float, float]:
+    """Seconds reading + validating vs. in the network, for one pass."""
+    schema = check_schema(bundle.schema, graph_dir)
+    refs, _ = graph_refs(graph_dir)
+    read = net_s = 0.0
+    stream = stream_batches(refs, schema, batch_size)
+    while True:
+        start = time.perf_counter()
+        item = next(stream, None)
+        read += time.perf_counter() - start
+        if item is None:
+            break
+        _, batch = item
+        start = time.perf_counter()
+        with torch.no_grad():
+            bundle.net(batch.x, batch.edge_index, batch.edge_attr, batch.batch, batch.num_graphs)
+        net_s += time.perf_counter() - start
+    return read, net_s
+
+
+def run(bundle, graph_dir: Path, n: int, repeats: int, batch_size: int, label: str) -> float:
+    score_folder(bundle, graph_dir, batch_size=batch_size)  # warm-up (and compilation)
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        score_folder(bundle, graph_dir, batch_size=batch_size)
+        seconds.append(time.perf_counter() - start)
+    rate = n / statistics.median(seconds)
+    print(
+        f"{label:<9} median {statistics.median(seconds):6.2f} s  {rate:7.1f} graphs/s  "
+        f"(runs {[round(s, 2) for s in seconds]})"
+    )
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--bundle", type=Path, default=REPO_ROOT / "runs/bundle")
+    parser.add_argument("--graphs", type=Path, default=REPO_ROOT / "data/dataset/graphs")
+    parser.add_argument("--copies", type=int, default=4, help="replicas of the graph folder")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--compile", action="store_true", help="also time a compiled network")
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of one run")
+    args = parser.parse_args()
+    if args.copies < 1 or args.repeats < 1:
+        parser.error("--copies and --repeats must be >= 1")
+    for path in (args.bundle, args.graphs):
+        if not path.exists():
+            raise SystemExit(f"{path}: not found; run the pipeline first (make repro)")
+    torch.set_num_threads(args.threads)
+    bundle = load_bundle(args.bundle)
+    with tempfile.TemporaryDirectory(prefix="graphqa-predict-bench-") as tmp:
+        graph_dir = Path(tmp) / "graphs"
+        n = replicate(args.graphs, graph_dir, args.copies)
+        print(
+            f"{n} graphs ({args.copies} x {args.graphs.name}), batch size {args.batch_size}, "
+            f"threads {torch.get_num_threads()}, shipped {bundle.scorer.family}"
+        )
+        rate = run(bundle, graph_dir, n, args.repeats, args.batch_size, "eager")
+        read, net_s = split_time(bundle, graph_dir, args.batch_size)
+        print(
+            f"one pass: read+validate {read:.2f} s ({n / read:.0f} graphs/s), "
+            f"network {net_s:.2f} s ({n / net_s:.0f} graphs/s)"
+        )
+        if args.profile:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            score_folder(bundle, graph_dir, batch_size=args.batch_size)
+            profiler.disable()
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
+        if args.compile:
+            from graphqa.module import compiled
+
+            eager_net = bundle.net
+            bundle.net = compiled(eager_net)
+            run(bundle, graph_dir, n, args.repeats, args.batch_size, "compiled")
+            bundle.net = eager_net
+        out = Path(tmp) / "pred.csv"
+        start = time.perf_counter()
+        subprocess.run(
+            [
+                *(sys.executable, "-m", "graphqa.cli", "predict"),
+                *("--bundle", str(args.bundle), "--graphs", str(graph_dir), "--out", str(out)),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        cli_s = time.perf_counter() - start
+        print(f"CLI end to end: {cli_s:.2f} s, {n / cli_s:.1f} graphs/s (incl. start-up)")
+    print(f"target >= {TARGET:.0f} graphs/s: {'MET' if rate >= TARGET else 'NOT MET'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""Stage `trees`: LightGBM on pooled graph features of the packed splits -> runs/trees/."""
+
+from __future__ import annotations
+
+import argparse
+
+from graphqa.config import load_params
+from graphqa.stage import run_stage
+from graphqa.trees import train_trees_stage
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--schema-dir", default="data/schema")
+    parser.add_argument("--out", default="runs/trees")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    summary = train_trees_stage(params=params, schema_dir=args.schema_dir, out_dir=args.out)
+    val = summary["val_metrics"]
+    print(
+        f"trees: {args.out}: best iteration {summary['best_iteration']}/{summary['max_rounds']}, "
+        f"val mse {val['mse']}, val spearman {val['spearman_pooled']}"
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main, "trees")

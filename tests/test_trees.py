@@ -1,0 +1,207 @@
+"""Stage `trees`: deterministic LightGBM text models, early stopping on val, refusals on load."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from graphqa.config import ConfigError, TreesConfig, parse_params
+from graphqa.contract import DataContractError
+from graphqa.metrics import mse, spearman
+from graphqa.pooled import pooled_feature_names
+from graphqa.schema import FeatureSchema
+from graphqa.trees import (
+    TREES_FORMAT,
+    TreesModel,
+    fit_trees,
+    load_trees,
+    save_trees,
+    train_trees_stage,
+)
+
+from .conftest import REPO, TINY_OVERRIDES
+
+# Names with ':' like the real pooled names: LightGBM rejects them unencoded.
+NAMES = [f"node_mean:col{i}" for i in range(6)]
+FAST = TreesConfig(max_rounds=200, early_stopping_rounds=10, learning_rate=0.2, num_leaves=7)
+
+
+def _planted(seed: int, n: int, noise: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Label = a smooth function of the first two columns (plus noise), clipped to [0, 1]."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, len(NAMES)))
+    y = 1 / (1 + np.exp(-(x[:, 0] - 0.5 * x[:, 1] ** 2))) + rng.normal(0, noise, n)
+    return x, np.clip(y, 0, 1)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[TreesModel, dict]:
+    train_x, train_y = _planted(0, 300)
+    val_x, val_y = _planted(1, 100)
+    return fit_trees(train_x, train_y, val_x, val_y, NAMES, FAST)
+
+
+def test_two_fits_write_byte_identical_text(fitted: tuple[TreesModel, dict], tmp_path: Path):
+    train_x, train_y = _planted(0, 300)
+    val_x, val_y = _planted(1, 100)
+    again, facts = fit_trees(train_x, train_y, val_x, val_y, NAMES, FAST)
+    assert again.to_text() == fitted[0].to_text()
+    assert save_trees(again, tmp_path / "a.txt") == save_trees(fitted[0], tmp_path / "b.txt")
+    assert (tmp_path / "a.txt").read_bytes() == (tmp_path / "b.txt").read_bytes()
+    assert facts == fitted[1]
+
+
+def test_it_learns_the_planted_signal(fitted: tuple[TreesModel, dict]) -> None:
+    model, facts = fitted
+    test_x, test_y = _planted(2, 200)
+    pred = model.predict(test_x)
+    assert pred.dtype == np.float64 and pred.min() >= 0 and pred.max() <= 1
+    assert spearman(pred, test_y) > 0.8
+    assert mse(pred, test_y) < mse(np.full(len(test_y), test_y.mean()), test_y) / 3
+    assert facts["val_mse"] < 0.01
+
+
+def test_cross_entropy_objective_learns_and_stays_in_range() -> None:
+    train_x, train_y = _planted(0, 300)
+    val_x, val_y = _planted(1, 100)
+    model, facts = fit_trees(
+        train_x,
+        train_y,
+        val_x,
+        val_y,
+        NAMES,
+        FAST.model_copy(update={"objective": "cross_entropy"}),
+    )
+    test_x, test_y = _planted(2, 200)
+    assert "objective=cross_entropy" in model.to_text()
+    assert facts["objective"] == "cross_entropy"
+    assert spearman(model.predict(test_x), test_y) > 0.8
+
+
+def test_early_stopping_keeps_the_best_val_round() -> None:
+    """On a noisy target val loss turns up early: boosting stops ``early_stopping_rounds`` after
+    the val minimum and the model keeps exactly that round; another val set, another round."""
+    train_x, train_y = _planted(0, 200, noise=0.3)
+    val_x, val_y = _planted(1, 100, noise=0.3)
+    model, facts = fit_trees(train_x, train_y, val_x, val_y, NAMES, FAST)
+    best, curve = facts["best_iteration"], facts["val_l2_curve"]
+    assert best < FAST.max_rounds
+    assert facts["rounds_fitted"] == best + FAST.early_stopping_rounds == len(curve)
+    assert best == int(np.argmin(curve)) + 1
+    assert model.booster.num_trees() == best
+    other_x, other_y = _planted(5, 100, noise=0.3)
+    other, other_facts = fit_trees(train_x, train_y, other_x, other_y, NAMES, FAST)
+    assert other_facts["best_iteration"] != best
+    assert other.booster.num_trees() == other_facts["best_iteration"]
+
+
+def test_saved_file_is_lightgbm_text_not_pickle(
+    fitted: tuple[TreesModel, dict], tmp_path: Path
+) -> None:
+    path = tmp_path / "model.txt"
+    sha = save_trees(fitted[0], path)
+    data = path.read_bytes()
+    assert data.startswith(b"tree\n") and sha == hashlib.sha256(data).hexdigest()
+    text = data.decode("utf-8")
+    assert "feature_names=node_mean%3Acol0" in text  # encoded; decoded on load
+    assert str(tmp_path) not in text and "[data: ]" in text
+    with pytest.raises(pickle.UnpicklingError):
+        pickle.loads(data)
+    loaded = load_trees(path, sha, NAMES)
+    assert loaded.feature_names == NAMES
+    x, _ = _planted(3, 50)
+    assert np.array_equal(loaded.predict(x), fitted[0].predict(x))
+    # a pickle in its place is refused even without a recorded sha
+    pickled = tmp_path / "pickled.txt"
+    pickled.write_bytes(pickle.dumps(fitted[0].booster))
+    with pytest.raises(DataContractError, match="LightGBM text model"):
+        load_trees(pickled, None, NAMES)
+
+
+def test_a_tampered_file_is_refused(fitted: tuple[TreesModel, dict], tmp_path: Path) -> None:
+    path = tmp_path / "model.txt"
+    sha = save_trees(fitted[0], path)
+    text = path.read_text()
+    path.write_text(text.replace("leaf_value=", "leaf_value=9", 1))
+    with pytest.raises(DataContractError, match="sha256") as err:
+        load_trees(path, sha, NAMES)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message and sha in message
+    with pytest.raises(DataContractError, match="no such file"):
+        load_trees(tmp_path / "missing.txt", sha, NAMES)
+
+
+def test_features_of_another_schema_are_refused(
+    fitted: tuple[TreesModel, dict], tmp_path: Path
+) -> None:
+    path = tmp_path / "model.txt"
+    sha = save_trees(fitted[0], path)
+    with pytest.raises(DataContractError, match="5 pooled features") as err:
+        load_trees(path, sha, NAMES[:5])
+    assert "\n" not in str(err.value) and str(path) in str(err.value)
+    renamed = [*NAMES[:3], "node_mean:other", *NAMES[4:]]
+    with pytest.raises(DataContractError, match="feature 3 'node_mean:other'"):
+        load_trees(path, sha, renamed)
+    with pytest.raises(DataContractError, match="6 pooled feature columns"):
+        fitted[0].predict(np.zeros((2, 5)))
+
+
+def test_trees_params_are_validated() -> None:
+    with pytest.raises(ConfigError, match=r"trees\.objective"):
+        parse_params({"trees": {"objective": "poisson"}})
+    with pytest.raises(ConfigError, match=r"trees\.bagging"):
+        parse_params({"trees": {"bagging": True}})
+
+
+TINY_TREES = {"trees.min_data_in_leaf": 2, "trees.max_rounds": 40, "trees.num_leaves": 4}
+
+
+def test_stage_writes_model_summary_and_metrics(tiny_schema_dir: Path, tmp_path: Path) -> None:
+    params = parse_params({}, {**TINY_OVERRIDES, **TINY_TREES})
+    out = tmp_path / "trees"
+    summary = train_trees_stage(params=params, schema_dir=tiny_schema_dir, out_dir=out)
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.txt", "summary.json"]
+    schema = FeatureSchema.load(tiny_schema_dir / "feature_metadata.json")
+    names = pooled_feature_names(schema)
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk == summary and summary["format"] == TREES_FORMAT
+    assert summary["feature_names"] == names
+    assert summary["schema"]["node_columns"] == schema.node_columns
+    assert 1 <= summary["best_iteration"] <= 40
+    assert summary["lightgbm_params"]["deterministic"] is True
+    model = load_trees(out / "model.txt", summary["model_sha256"], names)
+    assert model.booster.num_trees() == summary["best_iteration"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    for split in ("val", "test"):
+        for key in ("mse", "spearman_pooled", "ranking_loss"):
+            assert f"{split}_{key}" in metrics
+    for path in out.iterdir():
+        assert (
+            str(tmp_path) not in path.read_text() and str(tiny_schema_dir) not in path.read_text()
+        )
+
+    # the stage script, end to end, writes the same bytes (same params, same inputs)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params.to_dict()))
+    again = tmp_path / "again"
+    cmd = [sys.executable, "stages/trees.py", "--params", str(params_file)]
+    cmd += ["--schema-dir", str(tiny_schema_dir), "--out", str(again)]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
+    assert "best iteration" in done.stdout
+    for name in ("model.txt", "summary.json", "metrics.json"):
+        assert (again / name).read_bytes() == (out / name).read_bytes(), name
+
+    # bad input: one line on stderr, exit code 2
+    cmd[cmd.index("--schema-dir") + 1] = str(tmp_path / "nowhere")
+    failed = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert failed.returncode == 2
+    assert failed.stderr.startswith("trees: error: ") and failed.stderr.count("\n") == 1
+    assert "feature_metadata.json" in failed.stderr
