@@ -37,7 +37,8 @@ CALIBRATION = {
 THRESHOLDS = {"threshold": 0.3, "criterion": "f1"}
 
 
-def _build(tiny_run: Path, tiny_schema_dir: Path, tmp: Path, out: Path) -> dict:
+def _build(tiny_run: Path, tiny_schema_dir: Path, tmp: Path, out: Path, **extra: Path) -> dict:
+    """A bundle of the tiny run; ``extra`` passes ``trees_model``/``scorer`` through."""
     write_json(tmp / "calibration.json", CALIBRATION)
     write_json(tmp / "thresholds.json", THRESHOLDS)
     summary = json.loads((tiny_run / "summary.json").read_text())
@@ -50,6 +51,7 @@ def _build(tiny_run: Path, tiny_schema_dir: Path, tmp: Path, out: Path) -> dict:
         provenance={"source": "test"},
         metrics={"val": summary["metrics"]},
         out_dir=out,
+        **extra,
     )
 
 
@@ -256,19 +258,12 @@ def trees_bundle_dir(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
     tmp = tmp_path_factory.mktemp("trees_bundle")
-    write_json(tmp / "calibration.json", CALIBRATION)
-    write_json(tmp / "thresholds.json", THRESHOLDS)
     write_json(tmp / "scorer.json", Scorer("trees", 0.3).to_dict())
-    summary = json.loads((tiny_run / "summary.json").read_text())
-    build_bundle(
-        model_ckpt=tiny_run / "checkpoints" / "best.ckpt",
-        feature_metadata=tiny_schema_dir / "feature_metadata.json",
-        calibration=tmp / "calibration.json",
-        thresholds=tmp / "thresholds.json",
-        params=summary["params"],
-        provenance={"source": "test"},
-        metrics={},
-        out_dir=tmp / "bundle",
+    _build(
+        tiny_run,
+        tiny_schema_dir,
+        tmp,
+        tmp / "bundle",
         trees_model=tiny_trees_dir / "model.txt",
         scorer=tmp / "scorer.json",
     )
