@@ -137,14 +137,6 @@ def out_of_fold_blend(
     return pred, weights
 
 
-def _ranking_losses(pred: np.ndarray, true: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    return per_target_table(pred, true, groups)["ranking_loss"].to_numpy(float)
-
-
-def _spearmans(pred: np.ndarray, true: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    return per_target_table(pred, true, groups)["spearman"].to_numpy(float)
-
-
 def _round(value: float) -> float | None:
     return round(float(value), 6) if math.isfinite(value) else None
 
@@ -173,8 +165,9 @@ def choose_family(
     weight = fit_blend_weight(gnn, trees, true)
     oof, fold_weights = out_of_fold_blend(gnn, trees, true, groups)
     val_pred = {"gnn": gnn, "trees": trees, "blend": oof}
-    losses = {name: _ranking_losses(p, true, groups) for name, p in val_pred.items()}
-    rhos = {name: _spearmans(p, true, groups) for name, p in val_pred.items()}
+    tables = {name: per_target_table(p, true, groups) for name, p in val_pred.items()}
+    losses = {name: t["ranking_loss"].to_numpy(float) for name, t in tables.items()}
+    rhos = {name: t["spearman"].to_numpy(float) for name, t in tables.items()}
     resamples = resample_targets(len(losses["gnn"]), n_resamples, seed)
     candidates = {
         name: {
