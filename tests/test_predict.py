@@ -212,21 +212,28 @@ def test_evaluate_is_reproducible(
         assert (tmp_path / "again" / name).read_bytes() == (evaluated / name).read_bytes(), name
 
 
-def test_prefetched_keeps_items_and_order_and_reraises_producer_errors() -> None:
+def test_reader_processes_score_the_same_and_refuse_a_bad_file_in_one_line(
+    calibrated_bundle: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """``graphqa predict`` reads files in separate processes by default: the scores must be
+    those of reading in-process, and a broken file in a later chunk must still come back as
+    the one-line refusal naming it (not a worker traceback), with no output."""
+    import shutil
+
     from graphqa.contract import DataContractError
-    from graphqa.predict import prefetched
 
-    assert list(prefetched(iter(range(50)), depth=2)) == list(range(50))
+    graphs = tiny_dataset / "graphs"
+    in_process, _ = predict_with_bundle(calibrated_bundle, graphs, batch_size=4, workers=0)
+    readers, _ = predict_with_bundle(calibrated_bundle, graphs, batch_size=4, workers=2)
+    assert len(in_process) > 3 * 4  # several chunks, so the readers interleave
+    pd.testing.assert_frame_equal(readers, in_process, check_exact=True)
 
-    def failing():
-        yield 1
-        raise DataContractError("g.pt", "x", "a float tensor", "int64")
-
-    got = []
-    with pytest.raises(DataContractError, match=r"g\.pt"):
-        for item in prefetched(failing()):
-            got.append(item)
-    assert got == [1]
-    early = prefetched(iter(range(1000)), depth=1)  # consumer stops early: thread ends
-    assert next(early) == 0
-    early.close()
+    broken = tmp_path / "graphs"
+    shutil.copytree(graphs, broken)
+    victim = sorted(broken.rglob("*.pt"))[-2]  # in a late chunk
+    victim.write_bytes(b"not a torch archive")
+    with pytest.raises(DataContractError) as refused:
+        predict_with_bundle(calibrated_bundle, broken, batch_size=4, workers=2)
+    message = str(refused.value)
+    assert str(victim) in message and "unreadable file" in message
+    assert "\n" not in message and "Traceback" not in message

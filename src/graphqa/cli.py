@@ -208,11 +208,24 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from graphqa.predict import predict_with_bundle
+    import torch
 
-    frame, report = predict_with_bundle(
-        args.bundle, args.graphs, args.labels, args.batch_size, compile=args.compile
-    )
+    from graphqa.predict import default_readers, predict_with_bundle
+
+    readers, threads = default_readers()
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads or threads)
+    try:
+        frame, report = predict_with_bundle(
+            args.bundle,
+            args.graphs,
+            args.labels,
+            args.batch_size,
+            compile=args.compile,
+            workers=readers if args.workers is None else args.workers,
+        )
+    finally:  # `main` is also called in-process (tests, notebooks)
+        torch.set_num_threads(previous_threads)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(args.out, index=False, float_format="%.6f")
@@ -284,6 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument(
         "--compile", action="store_true", help="torch.compile the network (large folders)"
     )
+    pred.add_argument(
+        "--workers",
+        type=_non_negative_int,
+        help="reader processes (default: 2, or 1 on one core; 0 reads in this process)",
+    )
+    pred.add_argument(
+        "--threads", type=_positive_int, help="network threads (default: the cores left over)"
+    )
     pred.set_defaults(func=_predict)
     rep = sub.add_parser(
         "report", help="PNG figures + one offline report.html of the pipeline's results"
@@ -322,6 +343,13 @@ def _check_graphs(args: argparse.Namespace) -> int:
     for check in checks:
         print(check.line())
     return 1 if any(c.failed for c in checks) else 0
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
 
 
 def _positive_int(text: str) -> int:

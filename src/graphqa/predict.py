@@ -9,6 +9,7 @@ adds bootstrap intervals over test targets and the reference rankers of :mod:`gr
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -100,64 +101,141 @@ def graph_refs(
     return refs, {r.model: r.dockq for r in records}
 
 
+def read_batch(chunk: list[GraphRef], schema: FeatureSchema) -> Batch:
+    """The chunk's graphs, each validated against the schema, as one PyG ``Batch``."""
+    graphs = []
+    for ref in chunk:
+        data = load_graph(ref.path)
+        validate_graph(data, ref.path, schema)
+        graphs.append(
+            data.__class__(x=data.x, edge_index=data.edge_index, edge_attr=data.edge_attr)
+        )
+    return Batch.from_data_list(graphs)
+
+
 def stream_batches(
     refs: list[GraphRef], schema: FeatureSchema, batch_size: int = 64
 ) -> Iterator[tuple[list[GraphRef], Batch]]:
-    """Validated graphs a batch at a time, reading each file once."""
+    """Validated graphs a batch at a time, reading each file once (in this process)."""
     for start in range(0, len(refs), batch_size):
         chunk = refs[start : start + batch_size]
-        graphs = []
-        for ref in chunk:
-            data = load_graph(ref.path)
-            validate_graph(data, ref.path, schema)
-            graphs.append(
-                data.__class__(x=data.x, edge_index=data.edge_index, edge_attr=data.edge_attr)
-            )
-        yield chunk, Batch.from_data_list(graphs)
+        yield chunk, read_batch(chunk, schema)
 
 
-def prefetched(batches: Iterator[Any], depth: int = 2) -> Iterator[Any]:
-    """The same items, produced by a background thread up to ``depth`` ahead.
+@dataclass(frozen=True)
+class NetInputs:
+    """A batch as the network takes it, in plain arrays: crossing from a reader process this
+    is one pickled copy, where torch tensors would each be shared through a file descriptor
+    and a handshake (measured: ~1.5 ms per tensor, a third of the network's time)."""
 
-    Reading and validating graph files (torch's weights-only unpickler) then overlaps with the
-    network, which releases the GIL in its kernels (benchmarks/predict_throughput.py). Items
-    and their order are unchanged; an error in the producer (e.g. a DataContractError for a bad
-    file) is re-raised here, at the item where it occurred.
+    x: np.ndarray
+    edge_index: np.ndarray
+    edge_attr: np.ndarray
+    batch: np.ndarray
+    num_graphs: int
+
+    @classmethod
+    def of(cls, batch: Batch) -> NetInputs:
+        return cls(
+            batch.x.numpy(),
+            batch.edge_index.numpy(),
+            batch.edge_attr.numpy(),
+            batch.batch.numpy(),
+            int(batch.num_graphs),
+        )
+
+    @torch.no_grad()
+    def logits(self, net: Any) -> Tensor:
+        return net(
+            torch.from_numpy(self.x),
+            torch.from_numpy(self.edge_index),
+            torch.from_numpy(self.edge_attr),
+            torch.from_numpy(self.batch),
+            self.num_graphs,
+        ).double()
+
+
+@dataclass(frozen=True)
+class ChunkReader(torch.utils.data.Dataset):
+    """Item ``i``: chunk ``i`` of ``refs`` read and validated (:func:`read_batch`) as
+    :class:`NetInputs`, plus its pooled features when ``pooled_schema`` is given.
+
+    A data-contract refusal is returned as its fields rather than raised, so that a reader
+    process hands the consumer the same one-line :class:`DataContractError` it would have
+    raised in-process (a raised error would come back wrapped in a worker traceback).
     """
-    import queue
-    import threading
 
-    items: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+    refs: list[GraphRef]
+    schema: FeatureSchema
+    batch_size: int
+    pooled_schema: FeatureSchema | None = None
+    source: str = "graph folder"
 
-    def produce() -> None:
+    def __len__(self) -> int:
+        return -(-len(self.refs) // self.batch_size)
+
+    def chunk(self, index: int) -> list[GraphRef]:
+        return self.refs[index * self.batch_size : (index + 1) * self.batch_size]
+
+    def __getitem__(
+        self, index: int
+    ) -> tuple[NetInputs | None, np.ndarray | None, tuple[str, str, str, str | None] | None]:
+        from graphqa.pooled import pooled_batch
+
         try:
-            for item in batches:
-                while not stop.is_set():
-                    try:
-                        items.put(("item", item), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            items.put(("done", None))
-        except BaseException as exc:  # handed to the consumer, raised there
-            items.put(("error", exc))
+            batch = read_batch(self.chunk(index), self.schema)
+            features = (
+                None
+                if self.pooled_schema is None
+                else pooled_batch(batch, self.pooled_schema, self.source)
+            )
+        except DataContractError as exc:
+            return None, None, (exc.file, exc.key, exc.expected, exc.got)
+        return NetInputs.of(batch), features, None
 
-    worker = threading.Thread(target=produce, name="graphqa-prefetch", daemon=True)
-    worker.start()
-    try:
-        while True:
-            kind, value = items.get()
-            if kind == "done":
-                return
-            if kind == "error":
-                raise value
-            yield value
-    finally:
-        stop.set()
-        worker.join()
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+def read_chunks(
+    reader: ChunkReader, workers: int = 1
+) -> Iterator[tuple[list[GraphRef], NetInputs, np.ndarray | None]]:
+    """The reader's chunks in order as ``(refs, network inputs, pooled features)``.
+
+    With ``workers`` > 0 the files are read by that many separate processes (a
+    ``DataLoader``) while this one runs the network. Reading is torch's weights-only
+    unpickler, pure Python: a thread would hold the same GIL the network's Python layers
+    need, so only a process overlaps the two (benchmarks/predict_throughput.py). Order and
+    values are those of the in-process path; a refusal is raised at the chunk it concerns.
+    """
+    if workers > 0 and len(reader) > 1:
+        items: Iterator[Any] = iter(
+            torch.utils.data.DataLoader(
+                reader,
+                batch_size=None,
+                collate_fn=_as_is,
+                num_workers=workers,
+                prefetch_factor=4,
+            )
+        )
+    else:
+        items = (reader[i] for i in range(len(reader)))
+    for index, (inputs, features, refusal) in enumerate(items):
+        if refusal is not None:
+            raise DataContractError(*refusal)
+        yield reader.chunk(index), inputs, features
+
+
+def default_readers(cores: int | None = None) -> tuple[int, int]:
+    """``(reader processes, network threads)`` for ``graphqa predict`` on ``cores`` cores.
+
+    Reading a graph file (weights-only unpickling) and the network cost about the same per
+    graph, and neither scales within one Python process, so two readers feed a network that
+    keeps the remaining cores (benchmarks/predict_throughput.py measures the split)."""
+    cores = cores or os.cpu_count() or 1
+    readers = min(2, cores)
+    return readers, max(1, cores - readers)
 
 
 @torch.no_grad()
@@ -276,15 +354,17 @@ def score_folder(
     batch_size: int = 64,
     pooled: bool = False,
     compile: bool = False,
+    workers: int = 1,
 ) -> Scored:
     """Score a graph folder with a loaded bundle in one pass over the files: every component
     the bundle carries and the shipped score; with ``pooled`` also the pooled features of every
     graph (for the reference trees of ``evaluate``). ``compile`` runs the network through
-    ``torch.compile`` (same scores up to float32 rounding; pays off on large folders only)."""
+    ``torch.compile`` (same scores up to float32 rounding; pays off on large folders only);
+    ``workers`` reader processes read the files while the network runs (0: read in-process;
+    scores are the same either way)."""
     from scipy.special import expit
 
     from graphqa.calibrate import ConformalInterval
-    from graphqa.pooled import pooled_batch
 
     schema = check_schema(bundle.schema, graph_dir)
     refs, labels = graph_refs(graph_dir, labels_csv)
@@ -298,11 +378,14 @@ def score_folder(
         from graphqa.module import compiled
 
         net = compiled(net)
-    for chunk, batch in prefetched(stream_batches(refs, schema, batch_size)):
+    reader = ChunkReader(
+        refs, schema, batch_size, bundle.schema if pooled or with_trees else None, str(graph_dir)
+    )
+    for chunk, inputs, chunk_features in read_chunks(reader, workers):
         keys += chunk
-        logits.append(batch_logits(net, batch).numpy())
-        if pooled or with_trees:
-            features.append(pooled_batch(batch, bundle.schema, str(graph_dir)))
+        logits.append(inputs.logits(net).numpy())
+        if chunk_features is not None:
+            features.append(chunk_features)
     all_logits = np.concatenate(logits) if logits else np.zeros(0)
     stacked = np.concatenate(features) if features else None
     if with_trees:
@@ -336,12 +419,13 @@ def predict_with_bundle(
     labels_csv: str | Path | None = None,
     batch_size: int = 64,
     compile: bool = False,
+    workers: int = 1,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Score a graph folder with a verified bundle; metrics too when labels are given."""
     from graphqa.bundle import load_bundle
 
     scored = score_folder(
-        load_bundle(bundle_dir), graph_dir, labels_csv, batch_size, compile=compile
+        load_bundle(bundle_dir), graph_dir, labels_csv, batch_size, compile=compile, workers=workers
     )
     return scored.frame, scored.report
 
