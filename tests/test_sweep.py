@@ -29,6 +29,7 @@ from graphqa.sweep import (
 from .test_pipeline_e2e import DVC, _env, _run, _write_params, repo_copy  # noqa: F401
 
 GRAPHQA = str(Path(sys.executable).parent / "graphqa")
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
 def test_round_robin_spreads_neighbours_over_shards() -> None:
@@ -232,7 +233,7 @@ def test_local_sweep_then_repro_trains_nothing_and_matches_serial(
 
 
 @pytest.mark.e2e
-def test_remote_shards_from_separate_clones_then_collect_trains_nothing(
+def test_remote_shards_and_the_slurm_recipe_then_collect_trains_nothing(
     sweep_repo: tuple[Path, dict[str, str]], serial_lock: dict
 ) -> None:
     repo, env = sweep_repo
@@ -242,9 +243,22 @@ def test_remote_shards_from_separate_clones_then_collect_trains_nothing(
     for clone in clones:
         _run(["git", "clone", "-q", str(repo), str(clone)], tmp, env)
         _run([*DVC, "remote", "add", "--local", "store", str(remote)], clone, env)
-    for i, clone in enumerate(clones[:2]):
-        out = _run([GRAPHQA, "sweep", "--shard", f"{i}/2", "--remote", "store"], clone, env)
-        assert _trained(out) == split_round_robin(MEMBERS, 2)[i]
+    # Shard 0 runs `graphqa sweep --shard` by hand; shard 1 runs the shipped SLURM recipe as
+    # an array task would (sbatch only sets these variables, then runs the script).
+    out = _run([GRAPHQA, "sweep", "--shard", "0/2", "--remote", "store"], clones[0], env)
+    assert _trained(out) == split_round_robin(MEMBERS, 2)[0]
+    slurm_task = {
+        **env,
+        "SLURM_SUBMIT_DIR": str(clones[1]),
+        "SLURM_ARRAY_JOB_ID": "7",
+        "SLURM_ARRAY_TASK_ID": "1",
+        "N": "2",
+        "REMOTE": "store",
+        "TMPDIR": str(tmp),
+    }
+    out = _run(["bash", str(RECIPES / "slurm" / "sweep_array.sbatch")], tmp, slurm_task)
+    assert _trained(out) == split_round_robin(MEMBERS, 2)[1]
+    assert not (tmp / "graphqa-sweep-7-1").exists()  # the task's own clone is cleaned up
     coordinator = clones[2]
     out = _run([GRAPHQA, "sweep", "--collect", "--remote", "store"], coordinator, env)
     assert "Running stage" not in out and "4 of 4 members restored" in out
