@@ -125,6 +125,7 @@ def test_evaluate_writes_tables_and_headline_intervals(evaluated: Path, tiny_dat
     expected = float((by_target.max() - by_target.mean()).mean())
     assert metrics["ref_random_ranking_loss"] == pytest.approx(expected, abs=1e-6)
     assert len(metrics) <= 64  # headline numbers of 5 rankers only; tables go to CSV
+    assert None not in metrics.values()  # the bundle's own trees: no fallback fit to report
 
     per_target = pd.read_csv(evaluated / "per_target.csv")
     assert len(per_target) == n_targets and per_target["TARGET"].is_unique

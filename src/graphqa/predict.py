@@ -645,9 +645,10 @@ def evaluate_bundle(
         "test_interval_coverage_target_mean_ci_low": cover_low,
         "test_interval_coverage_target_mean_ci_high": cover_high,
         "test_interval_width": bands[0]["mean_width"],
-        "ref_trees_n_iter": reference_iters,
         "interval_guarantee": interval.guarantee(),
     }
+    if reference_iters is not None:  # only the fallback reference trees are fitted here
+        metrics["ref_trees_n_iter"] = reference_iters
     metrics = {k: _finite_or_none(v) for k, v in metrics.items()}
     per_target = wide_per_target(tables, per_target_cover)
     reliability = [{"calibration": "raw", **r} for r in reliability_curve(raw, true, bins)]
