@@ -233,19 +233,23 @@ def test_local_sweep_then_repro_trains_nothing_and_matches_serial(
 
 
 @pytest.mark.e2e
-def test_remote_shards_and_the_slurm_recipe_then_collect_trains_nothing(
+def test_remote_shards_run_by_the_slurm_and_skypilot_recipes_then_collect_trains_nothing(
     sweep_repo: tuple[Path, dict[str, str]], serial_lock: dict
 ) -> None:
     repo, env = sweep_repo
     tmp = repo.parent
     remote = tmp / "remote"
-    clones = [tmp / name for name in ("shard0", "shard1", "coordinator")]
+    # Shard 0 is a SkyPilot job (its `run:` commands in the clone its `setup:` would have
+    # made, the venv linked in); shard 1 a SLURM array task (sbatch only sets these variables,
+    # then runs the script). Both run the shipped recipes unchanged.
+    clones = [tmp / "sky" / "graphqa", tmp / "shard1", tmp / "coordinator"]
     for clone in clones:
         _run(["git", "clone", "-q", str(repo), str(clone)], tmp, env)
         _run([*DVC, "remote", "add", "--local", "store", str(remote)], clone, env)
-    # Shard 0 runs `graphqa sweep --shard` by hand; shard 1 runs the shipped SLURM recipe as
-    # an array task would (sbatch only sets these variables, then runs the script).
-    out = _run([GRAPHQA, "sweep", "--shard", "0/2", "--remote", "store"], clones[0], env)
+    (clones[0] / ".venv").symlink_to(Path(sys.executable).parents[1])
+    sky = yaml.safe_load((RECIPES / "skypilot" / "sweep.yaml").read_text())
+    sky_job = {**env, **{k: str(v) for k, v in sky["envs"].items()}, "SHARD": "0", "N": "2"}
+    out = _run(["bash", "-c", sky["run"]], clones[0].parent, sky_job)
     assert _trained(out) == split_round_robin(MEMBERS, 2)[0]
     slurm_task = {
         **env,
