@@ -46,6 +46,7 @@ import torch
 
 from graphqa.bundle import load_bundle
 from graphqa.predict import (
+    PREDICT_BATCH_SIZE,
     check_schema,
     default_readers,
     graph_refs,
@@ -120,7 +121,7 @@ def main() -> None:
     parser.add_argument("--graphs", type=Path, default=REPO_ROOT / "data/dataset/graphs")
     parser.add_argument("--copies", type=int, default=4, help="replicas of the graph folder")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=PREDICT_BATCH_SIZE)
     parser.add_argument("--workers", type=int, default=readers, help="reader processes")
     parser.add_argument("--threads", type=int, default=net_threads, help="network threads")
     parser.add_argument("--compile", action="store_true", help="also time a compiled network")
@@ -149,7 +150,7 @@ def main() -> None:
             f"network {net_s:.2f} s ({n / net_s:.0f} graphs/s)"
         )
         torch.set_num_threads(args.threads)
-        label = f"{args.workers} readers + {args.threads} net thread(s)"
+        label = f"{args.workers} reader(s) + {args.threads} net thread(s)"
         rate = run(bundle, graph_dir, n, args.repeats, args.batch_size, args.workers, label)
         print(f"  ratio vs in-process read: {rate / base:.2f}x")
         if args.profile:

@@ -238,3 +238,14 @@ def test_reader_processes_score_the_same_and_refuse_a_bad_file_in_one_line(
     message = str(refused.value)
     assert str(victim) in message and "unreadable file" in message
     assert "\n" not in message and "Traceback" not in message
+
+
+def test_predict_defaults_split_the_cores_and_match_the_cli() -> None:
+    from graphqa.cli import build_parser
+    from graphqa.predict import PREDICT_BATCH_SIZE, default_readers
+
+    assert default_readers(1) == (0, 1)  # one core: read in-process, no hand-over
+    assert default_readers(2) == (1, 1)
+    assert default_readers(8) == (4, 4)
+    args = build_parser().parse_args(["predict", "--bundle", "b", "--graphs", "g"])
+    assert args.batch_size == PREDICT_BATCH_SIZE and args.workers is None

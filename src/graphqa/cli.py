@@ -293,14 +293,16 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--graphs", required=True, help="graph folder in the graphqa contract")
     pred.add_argument("--labels", help="label CSV: score only these models and report metrics")
     pred.add_argument("--out", help="output CSV (default: stdout)")
-    pred.add_argument("--batch-size", type=int, default=64)
+    pred.add_argument(  # = graphqa.predict.PREDICT_BATCH_SIZE; literal so --help skips torch
+        "--batch-size", type=_positive_int, default=32, help="graphs per batch (default 32)"
+    )
     pred.add_argument(
         "--compile", action="store_true", help="torch.compile the network (large folders)"
     )
     pred.add_argument(
         "--workers",
         type=_non_negative_int,
-        help="reader processes (default: 2, or 1 on one core; 0 reads in this process)",
+        help="reader processes (default: half the cores; 0 reads in this process)",
     )
     pred.add_argument(
         "--threads", type=_positive_int, help="network threads (default: the cores left over)"
