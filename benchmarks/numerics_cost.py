@@ -7,7 +7,10 @@ machine. This benchmark trains the same model on the same packed data in fresh p
 * ``pinned``: graphqa's default;
 * ``native``: ``GRAPHQA_NATIVE_NUMERICS=1``, the host's own kernels (AVX-512 where present);
 * ``avx2-host``: pinned, with MKL additionally told the CPU has nothing beyond AVX2
-  (``MKL_ENABLE_INSTRUCTIONS=AVX2``), the closest this machine gets to an AVX2-only host.
+  (``MKL_ENABLE_INSTRUCTIONS=AVX2``), the closest this machine gets to an AVX2-only host;
+* ``mkl-avx2``: the pin before issue 20, MKL asked for its Intel-only AVX2 branch
+  (``MKL_CBWR=AVX2``; on an AMD CPU MKL runs ``AUTO`` instead): what the vendor-independent
+  ``COMPATIBLE`` branch costs against it.
 
 It prints the median training time of each (measurements alternate, so load from other
 processes hits both alike), the pinned/native time ratio (the cost), and a hash of the trained
@@ -33,8 +36,13 @@ from pathlib import Path
 from graphqa.numerics import OPT_OUT, PINNED_ENV
 
 CHILD = """
-import hashlib, json, sys, time
+import hashlib, json, os, sys, time
 import graphqa  # pins (or not) before torch loads
+branch = os.environ.get("GRAPHQA_BENCH_MKL_CBWR")
+if branch:  # another MKL branch than the pin's, set before torch (and MKL) loads
+    os.environ["MKL_CBWR"] = branch
+    import graphqa.train
+    graphqa.train.check_pinned = lambda: None
 import torch
 from graphqa.config import load_params
 from graphqa.train import train_run
@@ -47,14 +55,16 @@ state = torch.load(sys.argv[4] + "/checkpoints/last.ckpt", weights_only=True)["s
 digest = hashlib.sha256()
 for key in sorted(state):
     digest.update(state[key].numpy().tobytes())
+from graphqa.numerics import mkl_branch
 print(json.dumps({"seconds": seconds, "weights": digest.hexdigest()[:16],
-                  "capability": torch.backends.cpu.get_cpu_capability()}))
+                  "capability": torch.backends.cpu.get_cpu_capability(), "mkl": mkl_branch()}))
 """
 
 MODES: dict[str, dict[str, str]] = {
     "pinned": {},
     "native": {"GRAPHQA_NATIVE_NUMERICS": "1"},
     "avx2-host": {"MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    "mkl-avx2": {"GRAPHQA_BENCH_MKL_CBWR": "AVX2"},
 }
 
 
@@ -107,7 +117,8 @@ def main() -> None:
     for mode, runs in results.items():
         median = statistics.median(r["seconds"] for r in runs)
         print(
-            f"{mode:10s} capability {runs[0]['capability']:7s} median {median:6.2f} s"
+            f"{mode:10s} capability {runs[0]['capability']:7s} MKL {runs[0]['mkl']!s:10s}"
+            f" median {median:6.2f} s"
             f" over {len(runs)} runs  weights {sorted({r['weights'] for r in runs})}"
         )
     pinned = statistics.median(r["seconds"] for r in results["pinned"])
@@ -116,6 +127,8 @@ def main() -> None:
     ratio = pinned / native
     print(f"time ratio pinned/native: {ratio:.3f} (cost {100 * (ratio - 1):+.1f}%)")
     print(f"pinned runs and the emulated AVX2 host agree bit for bit: {len(same) == 1}")
+    before = statistics.median(r["seconds"] for r in results["mkl-avx2"])
+    print(f"time ratio pinned/mkl-avx2 (the fix's cost): {pinned / before:.3f}")
     native_hashes = {r["weights"] for r in results["native"]}
     print(
         f"native runs agree with each other: {len(native_hashes) == 1}; "

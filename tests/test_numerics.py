@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from graphqa.numerics import OPT_OUT, PINNED_ENV, is_x86_64
+
+from .conftest import REPO
+from .vendor import build_vendor_shim, vendor_env
 
 pytestmark = pytest.mark.skipif(not is_x86_64(), reason="the AVX2 pin is for x86-64 hosts")
 
@@ -75,3 +80,104 @@ def test_torch_imported_before_graphqa_is_refused_rather_than_silently_unpinned(
     proc = subprocess.run([sys.executable, "-c", code], env=clean, capture_output=True, text=True)
     assert proc.returncode != 0
     assert "import graphqa first" in proc.stderr
+
+
+# --- The vendor-independent MKL branch (issue 20) ---------------------------------------------
+
+BRANCH_PROBE = """
+import os, sys
+import graphqa
+if len(sys.argv) > 1:  # another branch than the pin's, set before MKL loads
+    os.environ["MKL_CBWR"] = sys.argv[1]
+import torch
+torch.ones(8, 8) @ torch.ones(8, 8)
+from graphqa.numerics import mkl_branch
+print(mkl_branch())
+"""
+
+TRAIN_CHILD = """
+import hashlib, json, sys
+import graphqa
+import torch
+from graphqa.config import parse_params
+from graphqa.numerics import mkl_branch
+from graphqa.train import train_run
+from tests.conftest import TINY_OVERRIDES
+train_run(params=parse_params({}, TINY_OVERRIDES), schema_dir=sys.argv[1], run_dir=sys.argv[2])
+state = torch.load(sys.argv[2] + "/checkpoints/last.ckpt", weights_only=True)["state_dict"]
+digest = hashlib.sha256(b"".join(state[k].numpy().tobytes() for k in sorted(state)))
+print(json.dumps({"mkl": mkl_branch(), "weights": digest.hexdigest()}))
+"""
+
+
+@pytest.fixture(scope="module")
+def vendor_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    shim = build_vendor_shim(tmp_path_factory.mktemp("shim"))
+    if shim is None:
+        pytest.skip("no C compiler to build the MKL vendor shim (tests/mkl_vendor.c)")
+    return shim
+
+
+def _branch(shim: Path, intel: bool, *branch: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-c", BRANCH_PROBE, *branch],
+        env={**os.environ, **vendor_env(shim, intel)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def test_mkl_runs_the_pinned_branch_on_either_vendor_where_avx2_was_intel_only(
+    vendor_shim: Path,
+) -> None:
+    # The cause of issue 20, as MKL itself reports it: the old pin (AVX2) holds on Intel only;
+    # elsewhere MKL falls back to AUTO (no reproducibility mode, the vendor's own kernels).
+    assert _branch(vendor_shim, True, "AVX2") == "AVX2"
+    assert _branch(vendor_shim, False, "AVX2") == "AUTO"
+    # The pin: the one branch both vendors run.
+    assert _branch(vendor_shim, True) == _branch(vendor_shim, False) == "COMPATIBLE"
+
+
+def test_a_wrong_mkl_branch_is_refused_not_silently_run() -> None:
+    code = (
+        "import os; import graphqa; os.environ['MKL_CBWR'] = 'AUTO'\n"
+        "import torch; from graphqa.numerics import check_pinned; check_pinned()"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "expected MKL's reproducibility branch COMPATIBLE" in proc.stderr
+    assert "MKL runs AUTO" in proc.stderr
+
+
+def test_training_gives_the_same_bytes_on_the_other_vendor_and_another_memory_layout(
+    vendor_shim: Path, tiny_schema_dir: Path, tmp_path: Path
+) -> None:
+    # Two fresh processes: this machine as it is, and MKL told the CPU is of the other vendor,
+    # with address randomisation off and a padded environment (another memory layout).
+    intel = "GenuineIntel" in Path("/proc/cpuinfo").read_text()
+    other = {**vendor_env(vendor_shim, not intel), "GRAPHQA_PAD": "x" * 40_000}
+    setarch = ["setarch", "x86_64", "-R"] if shutil.which("setarch") else []
+    results = []
+    for name, prefix, extra in (("here", [], {}), ("other", setarch, other)):
+        proc = subprocess.run(
+            [
+                *prefix,
+                sys.executable,
+                "-c",
+                TRAIN_CHILD,
+                str(tiny_schema_dir),
+                str(tmp_path / name),
+            ],
+            env={**os.environ, "DVCLIVE_OPEN": "false", **extra},
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert results[0]["mkl"] == results[1]["mkl"] == "COMPATIBLE"
+    assert results[0]["weights"] == results[1]["weights"]
+    here, there = (tmp_path / n / "metrics.csv" for n in ("here", "other"))
+    assert here.read_bytes() == there.read_bytes()
