@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A one-node SLURM cluster on this machine, for tests/test_slurm_cluster.py: Debian's slurm-wlm
+# A one-node SLURM cluster on this machine, for the SLURM test in tests/test_sweep.py: Debian's slurm-wlm
 # and munge (installed with apt-get if missing), munged, slurmctld and slurmd started directly
 # (no init system here), one node named `hostname -s` with every CPU. Idempotent: exits 0 at
 # once if the node already answers. Needs root. On failure: one line on stderr, exit 1.
