@@ -65,7 +65,7 @@ from graphqa.schema import check_dataset
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from tests.conftest import TINY_OVERRIDES  # noqa: E402  (the test suite's tiny profile)
-from tests.vendor import build_vendor_shim, vendor_env  # noqa: E402
+from tests.vendor import build_vendor_shim, host_is_intel, vendor_env  # noqa: E402
 
 TRACE_DIR = ROOT / "benchmarks" / "determinism_trace"
 RESULTS = ROOT / "benchmarks" / "results" / "determinism_harness.txt"
@@ -163,7 +163,7 @@ def run_once(
         shim = build_vendor_shim(work)
         if shim is None:
             raise SystemExit("other_vendor: no C compiler (cc) to build tests/mkl_vendor.c")
-        env.update(vendor_env(shim, intel="GenuineIntel" not in cpu_vendor()))
+        env.update(vendor_env(shim, intel=not host_is_intel()))
     load = busy_loops(2) if condition == "load" else []
     start = time.perf_counter()
     try:
@@ -273,11 +273,7 @@ def _cpuinfo(field: str) -> str:
 
 
 def cpu_model() -> str:
-    return f"{_cpuinfo('model name')} ({cpu_vendor()})"
-
-
-def cpu_vendor() -> str:
-    return _cpuinfo("vendor_id")
+    return f"{_cpuinfo('model name')} ({_cpuinfo('vendor_id')})"
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import pytest
 from graphqa.numerics import OPT_OUT, PINNED_ENV, is_x86_64
 
 from .conftest import REPO
-from .vendor import build_vendor_shim, vendor_env
+from .vendor import build_vendor_shim, host_is_intel, vendor_env
 
 pytestmark = pytest.mark.skipif(not is_x86_64(), reason="the AVX2 pin is for x86-64 hosts")
 
@@ -156,8 +156,7 @@ def test_training_gives_the_same_bytes_on_the_other_vendor_and_another_memory_la
 ) -> None:
     # Two fresh processes: this machine as it is, and MKL told the CPU is of the other vendor,
     # with address randomisation off and a padded environment (another memory layout).
-    intel = "GenuineIntel" in Path("/proc/cpuinfo").read_text()
-    other = {**vendor_env(vendor_shim, not intel), "GRAPHQA_PAD": "x" * 40_000}
+    other = {**vendor_env(vendor_shim, not host_is_intel()), "GRAPHQA_PAD": "x" * 40_000}
     setarch = ["setarch", "x86_64", "-R"] if shutil.which("setarch") else []
     results = []
     for name, prefix, extra in (("here", [], {}), ("other", setarch, other)):

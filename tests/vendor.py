@@ -24,6 +24,11 @@ def build_vendor_shim(out_dir: Path) -> Path | None:
     return lib
 
 
+def host_is_intel() -> bool:
+    """Whether this machine's CPU is an Intel one (``/proc/cpuinfo`` vendor_id)."""
+    return "GenuineIntel" in Path("/proc/cpuinfo").read_text()
+
+
 def vendor_env(shim: Path, intel: bool) -> dict[str, str]:
     """Environment entries that make MKL see an Intel (``intel=True``) or another CPU."""
     return {"LD_PRELOAD": str(shim), "GRAPHQA_MKL_INTEL": "1" if intel else "0"}
