@@ -43,9 +43,10 @@ from torch_geometric.loader import DataLoader
 
 from graphqa.config import load_params
 from graphqa.data import GraphQADataModule
+from graphqa.layout import FEATURE_METADATA
 from graphqa.model import TopoQANet, build_net
 from graphqa.module import GraphQAModule
-from graphqa.schema import FEATURE_METADATA, FeatureSchema
+from graphqa.schema import FeatureSchema
 from graphqa.train import configure_determinism, net_config_for
 
 TOLERANCE = 1e-4

@@ -58,9 +58,9 @@ import torch
 import yaml
 
 from graphqa.config import parse_params
-from graphqa.dataset import generate_dataset
+from graphqa.dataset import dataset_stage
 from graphqa.numerics import PINNED_ENV
-from graphqa.schema import check_dataset
+from graphqa.schema import schema_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -108,10 +108,10 @@ def prepare(profile: str, work: Path, epochs: int | None) -> tuple[Path, Path]:
             raise SystemExit(f"{schema}: missing; run `dvc repro schema` first")
     else:
         tiny = parse_params({}, TINY_OVERRIDES)
-        generate_dataset(cfg=tiny.dataset, out_dir=work / "dataset")
+        dataset_stage(cfg=tiny.dataset, out_dir=work / "dataset")
         labels = work / "dataset" / "labels"
         schema = work / "schema"
-        check_dataset(
+        schema_stage(
             graph_dir=work / "dataset" / "graphs",
             label_files={s: str(labels / f"{s}.csv") for s in SPLITS},
             out_dir=schema,

@@ -3,7 +3,7 @@
 Why: pooling, the pooled-feature skip path and regularisation are switchable
 (``model.pooling_type``, ``model.pooled_skip``, ``model.dropout``, ``optimizer.weight_decay``);
 the defaults should follow evidence. This script trains every config x seed with graphqa's own
-:func:`graphqa.train.train_run` (the `train` stage's code path: same data module, standardisers,
+:func:`graphqa.train.train_stage` (the `train` stage's code path: same data module, standardisers,
 selection metric, checkpoints) into a temporary folder, rescores the run's selected checkpoint on
 the val and test splits, and prints mean +- sd over seeds of the ranking loss (mean per-target
 ``best_dockq - top1_dockq``, lower is better) and the Spearman correlation on each split.
@@ -39,9 +39,9 @@ from torch_geometric.loader import DataLoader
 
 from graphqa.config import Params, load_params, parse_override, parse_params
 from graphqa.data import GraphQADataModule
-from graphqa.metrics import split_metrics
+from graphqa.maths.metrics import split_metrics
 from graphqa.module import load_module
-from graphqa.train import train_run
+from graphqa.train import train_stage
 
 #: Config name -> dotted overrides on top of params.yaml (and the budget overrides).
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -97,7 +97,7 @@ def run_one(
 ) -> dict[str, float]:
     params = parse_params(base.to_dict(), {**budget, **CONFIGS[name]})
     run_dir = root / f"{name}-{seed}"
-    summary = train_run(
+    summary = train_stage(
         params=params, schema_dir=schema_dir, run_dir=run_dir, seed=seed, run_name=name
     )
     checkpoint = run_dir / summary["checkpoint"]

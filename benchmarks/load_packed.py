@@ -16,7 +16,7 @@ asserts that both ways yield identical tensors for a few graphs.
 
 It uses an existing pipeline output if present (``data/dataset`` and ``data/schema`` relative to
 the repo root); otherwise, or with ``--generate``, it generates the embedded dataset from
-``params.yaml`` into a temporary folder and packs its train split with ``check_dataset``.
+``params.yaml`` into a temporary folder and packs its train split with ``schema_stage``.
 
 Usage::
 
@@ -41,8 +41,8 @@ from torch_geometric.data import Data
 from graphqa.config import load_params
 from graphqa.contract import list_graph_files, load_graph
 from graphqa.data import PackedSplit
-from graphqa.dataset import generate_dataset
-from graphqa.schema import check_dataset, match_labels, read_labels
+from graphqa.dataset import dataset_stage
+from graphqa.schema import match_labels, read_labels, schema_stage
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_GRAPH_DIR = Path("data/dataset/graphs")
@@ -118,9 +118,9 @@ def check_identical(per_file: list[Data], packed: list[Data], n_checks: int) -> 
 def generated_inputs(params: Path, work: Path) -> Inputs:
     """Generate the embedded dataset into ``work`` and pack its train split."""
     cfg = load_params(params).dataset
-    generate_dataset(cfg=cfg, out_dir=work / "dataset")
+    dataset_stage(cfg=cfg, out_dir=work / "dataset")
     labels = work / "dataset" / "labels" / "train.csv"
-    check_dataset(
+    schema_stage(
         graph_dir=work / "dataset" / "graphs",
         label_files={"train": str(labels)},
         out_dir=work / "schema",

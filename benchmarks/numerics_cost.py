@@ -45,11 +45,11 @@ if branch:  # another MKL branch than the pin's, set before torch (and MKL) load
     graphqa.train.check_pinned = lambda: None
 import torch
 from graphqa.config import load_params
-from graphqa.train import train_run
+from graphqa.train import train_stage
 params = load_params(sys.argv[1], {"trainer.max_epochs": int(sys.argv[3]),
                                    "logging.progress": "none", "early_stopping.enabled": False})
 start = time.perf_counter()
-train_run(params=params, schema_dir=sys.argv[2], run_dir=sys.argv[4])
+train_stage(params=params, schema_dir=sys.argv[2], run_dir=sys.argv[4])
 seconds = time.perf_counter() - start
 state = torch.load(sys.argv[4] + "/checkpoints/last.ckpt", weights_only=True)["state_dict"]
 digest = hashlib.sha256()
@@ -71,13 +71,13 @@ MODES: dict[str, dict[str, str]] = {
 def _prepare(root: Path, params_file: Path) -> Path:
     """The default dataset, validated and packed (what the `schema` stage writes)."""
     from graphqa.config import load_params
-    from graphqa.dataset import generate_dataset
-    from graphqa.schema import check_dataset
+    from graphqa.dataset import dataset_stage
+    from graphqa.schema import schema_stage
 
     params = load_params(params_file)
-    generate_dataset(cfg=params.dataset, out_dir=root / "dataset")
+    dataset_stage(cfg=params.dataset, out_dir=root / "dataset")
     labels = root / "dataset" / "labels"
-    check_dataset(
+    schema_stage(
         graph_dir=root / "dataset" / "graphs",
         label_files={s: str(labels / f"{s}.csv") for s in ("train", "val", "val_calib", "test")},
         out_dir=root / "schema",

@@ -390,8 +390,8 @@ def run_scale(
     contention_check: bool,
 ) -> dict[str, Any]:
     """Every step at one scale; returns {"stats": ..., "steps": {step: row}}."""
-    from graphqa.contract import write_json
-    from graphqa.select import MODEL_CARD, WINNER_FILES
+    from graphqa.files import write_json
+    from graphqa.selection import MODEL_CARD, WINNER_FILES
 
     work = work_root / scale.slug
     shutil.rmtree(work, ignore_errors=True)
@@ -521,8 +521,9 @@ def worker_train(params_file: str, schema_dir: str, epochs: int, out: str) -> No
     import train_throughput as tt
 
     from graphqa.data import GraphQADataModule
+    from graphqa.layout import FEATURE_METADATA
     from graphqa.model import build_net
-    from graphqa.schema import FEATURE_METADATA, FeatureSchema
+    from graphqa.schema import FeatureSchema
     from graphqa.train import net_config_for
 
     tt.quiet_lightning()

@@ -78,10 +78,9 @@ from graphqa.contract import (
     GRAPH_METADATA,
     NODE_COLUMNS,
     TOPOLOGY_COLUMNS,
-    atomic_dir,
     save_graph,
-    write_json,
 )
+from graphqa.files import atomic_dir, write_json
 from graphqa.manifest import manifest_entry
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

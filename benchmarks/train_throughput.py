@@ -48,15 +48,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from graphqa.config import Params, load_params
 from graphqa.data import GraphQADataModule
+from graphqa.layout import FEATURE_METADATA, RunPaths
 from graphqa.model import TopoQANet, build_net
 from graphqa.module import GraphQAModule
-from graphqa.schema import FEATURE_METADATA, FeatureSchema
-from graphqa.train import (
-    RunPaths,
-    build_trainer,
-    configure_determinism,
-    net_config_for,
-)
+from graphqa.schema import FeatureSchema
+from graphqa.train import build_trainer, configure_determinism, net_config_for
 
 TARGET_RATIO = 0.8
 
@@ -265,7 +261,7 @@ def numerics_cost(params_file: str, schema_dir: Path, epochs: int, repeats: int)
                 times[mode].append(run["seconds"])
     pinned, native = statistics.median(times["pinned"]), statistics.median(times["native"])
     print(
-        f"pinned numerics: pinned {pinned:.2f} s, native {native:.2f} s (train_run, {epochs} "
+        f"pinned numerics: pinned {pinned:.2f} s, native {native:.2f} s (train_stage, {epochs} "
         f"epochs, median of {repeats}); time ratio pinned/native {pinned / native:.3f}"
     )
 

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from graphqa.bundle import bundle_from_pipeline
+from graphqa.bundle import bundle_stage
 from graphqa.stage import run_stage
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model-dir", default="runs/final_model")
-    parser.add_argument("--calibration-dir", default="runs/calibration")
-    parser.add_argument("--trees-dir", default="runs/trees")
-    parser.add_argument("--scorer-dir", default="runs/scorer")
-    parser.add_argument("--out", default="runs/bundle")
+    parser.add_argument("--model-dir", required=True)
+    parser.add_argument("--calibration-dir", required=True)
+    parser.add_argument("--trees-dir", required=True)
+    parser.add_argument("--scorer-dir", required=True)
+    parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    manifest = bundle_from_pipeline(
+    manifest = bundle_stage(
         model_dir=args.model_dir,
         calibration_dir=args.calibration_dir,
         out_dir=args.out,

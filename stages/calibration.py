@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from graphqa.calibrate import calibrate_final
+from graphqa.calibration import calibration_stage
 from graphqa.config import load_params
 from graphqa.stage import run_stage
 
@@ -12,13 +12,13 @@ from graphqa.stage import run_stage
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--model", default="runs/final_model/model.ckpt")
-    parser.add_argument("--schema-dir", default="data/schema")
-    parser.add_argument("--scorer", default="runs/scorer/scorer.json")
-    parser.add_argument("--trees-dir", default="runs/trees")
-    parser.add_argument("--out", default="runs/calibration")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--schema-dir", required=True)
+    parser.add_argument("--scorer", required=True)
+    parser.add_argument("--trees-dir", required=True)
+    parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    calibrate_final(
+    calibration_stage(
         cfg=load_params(args.params).calibration,
         model_path=args.model,
         schema_dir=args.schema_dir,

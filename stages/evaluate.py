@@ -6,20 +6,20 @@ from __future__ import annotations
 import argparse
 
 from graphqa.config import load_params
-from graphqa.predict import evaluate_bundle
+from graphqa.evaluate import evaluate_stage
 from graphqa.stage import run_stage
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--bundle", default="runs/bundle")
-    parser.add_argument("--schema-dir", default="data/schema")
-    parser.add_argument("--out", default="runs/evaluate")
+    parser.add_argument("--bundle", required=True)
+    parser.add_argument("--schema-dir", required=True)
+    parser.add_argument("--out", required=True)
     args = parser.parse_args()
     params = load_params(args.params)
     evaluate = params.evaluate
-    evaluate_bundle(
+    evaluate_stage(
         bundle_dir=args.bundle,
         graph_dir=params.paths.graph_dir,
         labels_csv=params.paths.test_labels,

@@ -5,19 +5,19 @@ from __future__ import annotations
 import argparse
 
 from graphqa.config import load_params
-from graphqa.final_model import choose_final_model
+from graphqa.final_model import final_model_stage
 from graphqa.stage import run_stage
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--final-selection-dir", default="runs/final_selection")
-    parser.add_argument("--recommendation", default="runs/flt_summary/recommendation.json")
-    parser.add_argument("--retrain-root", default="runs/flt_retrain")
-    parser.add_argument("--out", default="runs/final_model")
+    parser.add_argument("--final-selection-dir", required=True)
+    parser.add_argument("--recommendation", required=True)
+    parser.add_argument("--retrain-root", required=True)
+    parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    choose_final_model(
+    final_model_stage(
         adopt_flt=load_params(args.params).flt.adopt,
         final_selection_dir=args.final_selection_dir,
         recommendation_path=args.recommendation,

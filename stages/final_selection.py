@@ -9,18 +9,18 @@ import argparse
 from pathlib import Path
 
 from graphqa.config import load_params
-from graphqa.final_selection import select_final
+from graphqa.final_selection import final_selection_stage
 from graphqa.stage import run_stage
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--selection-dir", default="runs/selection")
-    parser.add_argument("--phase1-dir", default="runs/finetune_phase1")
-    parser.add_argument("--phase2-root", default="runs/finetune_phase2")
-    parser.add_argument("--schema-dir", default="data/schema")
-    parser.add_argument("--out", default="runs/final_selection")
+    parser.add_argument("--selection-dir", required=True)
+    parser.add_argument("--phase1-dir", required=True)
+    parser.add_argument("--phase2-root", required=True)
+    parser.add_argument("--schema-dir", required=True)
+    parser.add_argument("--out", required=True)
     args = parser.parse_args()
     params = load_params(args.params)
     finetune_dirs = {"finetune_phase1": Path(args.phase1_dir)}
@@ -30,7 +30,7 @@ def main() -> None:
             for seed in params.finetune.phase2.seeds
         }
     )
-    select_final(
+    final_selection_stage(
         params=params,
         selection_dir=args.selection_dir,
         finetune_dirs=finetune_dirs,

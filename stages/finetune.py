@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from graphqa.config import load_params
-from graphqa.finetune import finetune_run
+from graphqa.finetune import finetune_stage
 from graphqa.stage import run_stage
 
 
@@ -14,12 +14,12 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--phase", type=int, choices=(1, 2), required=True)
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--selection-dir", default="runs/selection")
-    parser.add_argument("--phase1-dir", default="runs/finetune_phase1")
-    parser.add_argument("--schema-dir", default="data/schema")
+    parser.add_argument("--selection-dir", required=True)
+    parser.add_argument("--phase1-dir", default=None, help="phase 2: phase 1's run folder")
+    parser.add_argument("--schema-dir", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    finetune_run(
+    finetune_stage(
         params=load_params(args.params),
         phase=args.phase,
         seed=args.seed,

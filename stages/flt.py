@@ -5,18 +5,18 @@ from __future__ import annotations
 import argparse
 
 from graphqa.config import load_params
-from graphqa.flt import score_groups
+from graphqa.flt import flt_stage
 from graphqa.stage import run_stage
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--schema-dir", default="data/schema")
-    parser.add_argument("--model", default="runs/final_selection/winner/model.ckpt")
-    parser.add_argument("--out", default="runs/flt")
+    parser.add_argument("--schema-dir", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    score_groups(
+    flt_stage(
         params=load_params(args.params),
         schema_dir=args.schema_dir,
         model_path=args.model,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from graphqa.config import load_params
-from graphqa.flt import retrain
+from graphqa.flt_retrain import flt_retrain_stage
 from graphqa.stage import run_stage
 
 
@@ -14,12 +14,12 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--keep", type=float, required=True)
     parser.add_argument("--seed", type=int, required=True, help="dataloader.seed of the retrain")
-    parser.add_argument("--flt-dir", default="runs/flt")
-    parser.add_argument("--selection-dir", default="runs/selection")
-    parser.add_argument("--schema-dir", default="data/schema")
+    parser.add_argument("--flt-dir", required=True)
+    parser.add_argument("--selection-dir", required=True)
+    parser.add_argument("--schema-dir", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    retrain(
+    flt_retrain_stage(
         params=load_params(args.params),
         keep_frac=args.keep,
         seed=args.seed,

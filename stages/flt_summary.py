@@ -6,19 +6,19 @@ from __future__ import annotations
 import argparse
 
 from graphqa.config import load_params
-from graphqa.flt import summarise
+from graphqa.flt_summary import flt_summary_stage
 from graphqa.stage import run_stage
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--flt-dir", default="runs/flt")
-    parser.add_argument("--retrain-root", default="runs/flt_retrain")
-    parser.add_argument("--schema-dir", default="data/schema")
-    parser.add_argument("--out", default="runs/flt_summary")
+    parser.add_argument("--flt-dir", required=True)
+    parser.add_argument("--retrain-root", required=True)
+    parser.add_argument("--schema-dir", required=True)
+    parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    summarise(
+    flt_summary_stage(
         params=load_params(args.params),
         flt_dir=args.flt_dir,
         retrain_root=args.retrain_root,

@@ -6,7 +6,7 @@ import argparse
 
 from graphqa.config import load_params
 from graphqa.stage import run_stage
-from graphqa.train import train_run
+from graphqa.train import train_stage
 
 
 def main() -> None:
@@ -14,7 +14,7 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--variant", default="base")
-    parser.add_argument("--schema-dir", default="data/schema")
+    parser.add_argument("--schema-dir", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     base = load_params(args.params)
@@ -25,7 +25,7 @@ def main() -> None:
         )
     overrides = {**base.sweep.variants[args.variant], "dataloader.seed": args.seed}
     params = load_params(args.params, overrides=overrides)
-    summary = train_run(
+    summary = train_stage(
         params=params,
         schema_dir=args.schema_dir,
         run_dir=args.out,

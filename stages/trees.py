@@ -6,17 +6,17 @@ import argparse
 
 from graphqa.config import load_params
 from graphqa.stage import run_stage
-from graphqa.trees import train_trees_stage
+from graphqa.trees import trees_stage
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--schema-dir", default="data/schema")
-    parser.add_argument("--out", default="runs/trees")
+    parser.add_argument("--schema-dir", required=True)
+    parser.add_argument("--out", required=True)
     args = parser.parse_args()
     params = load_params(args.params)
-    summary = train_trees_stage(params=params, schema_dir=args.schema_dir, out_dir=args.out)
+    summary = trees_stage(params=params, schema_dir=args.schema_dir, out_dir=args.out)
     val = summary["val_metrics"]
     print(
         f"trees: {args.out}: best iteration {summary['best_iteration']}/{summary['max_rounds']}, "

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from graphqa.config import DatasetConfig, Params, parse_params
-from graphqa.dataset import generate_dataset
-from graphqa.schema import check_dataset
+from graphqa.dataset import dataset_stage
+from graphqa.schema import schema_stage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,7 +59,7 @@ def tiny_dataset_cfg(tiny_params: Params) -> DatasetConfig:
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory, tiny_dataset_cfg: DatasetConfig) -> Path:
     """A generated dataset folder (graphs/, labels/, ground_truth.json). Treat as read-only."""
     out = tmp_path_factory.mktemp("tiny") / "dataset"
-    generate_dataset(cfg=tiny_dataset_cfg, out_dir=out)
+    dataset_stage(cfg=tiny_dataset_cfg, out_dir=out)
     return out
 
 
@@ -67,7 +67,7 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory, tiny_dataset_cfg: Dat
 def tiny_schema_dir(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Output of the schema stage on the tiny dataset (feature_metadata.json, packed/)."""
     out = tmp_path_factory.mktemp("tiny_schema") / "schema"
-    check_dataset(
+    schema_stage(
         graph_dir=tiny_dataset / "graphs", label_files=label_files(tiny_dataset), out_dir=out
     )
     return out
@@ -78,10 +78,10 @@ def tiny_run(
     tiny_params: Params, tiny_schema_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """A finished 2-epoch training run folder on the tiny profile. Treat as read-only."""
-    from graphqa.train import train_run
+    from graphqa.train import train_stage
 
     run_dir = tmp_path_factory.mktemp("runs") / "train" / "0-base"
-    train_run(params=tiny_params, schema_dir=tiny_schema_dir, run_dir=run_dir)
+    train_stage(params=tiny_params, schema_dir=tiny_schema_dir, run_dir=run_dir)
     return run_dir
 
 
@@ -90,8 +90,8 @@ def tiny_trees_dir(
     tiny_params: Params, tiny_schema_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     """Output of the trees stage on the tiny profile (model.txt, summary.json). Read-only."""
-    from graphqa.trees import train_trees_stage
+    from graphqa.trees import trees_stage
 
     out = tmp_path_factory.mktemp("tiny_trees") / "trees"
-    train_trees_stage(params=tiny_params, schema_dir=tiny_schema_dir, out_dir=out)
+    trees_stage(params=tiny_params, schema_dir=tiny_schema_dir, out_dir=out)
     return out

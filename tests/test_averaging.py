@@ -20,11 +20,11 @@ from graphqa.averaging import (
     average_state_dicts,
     score_averaged,
 )
-from graphqa.callbacks import _fmt
+from graphqa.callbacks import _csv_cell
 from graphqa.config import ConfigError, Params, parse_params
 from graphqa.data import GraphQADataModule
 from graphqa.module import load_module
-from graphqa.train import resume_run, train_run
+from graphqa.train import resume_run, train_stage
 
 from .conftest import TINY_OVERRIDES
 from .test_train import _Crash
@@ -40,7 +40,7 @@ def _params(method: str, **settings: Any) -> Params:
 
 
 def _train(params: Params, schema_dir: Path, run_dir: Path) -> dict[str, Any]:
-    return train_run(params=params, schema_dir=schema_dir, run_dir=run_dir)
+    return train_stage(params=params, schema_dir=schema_dir, run_dir=run_dir)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,9 @@ def test_online_training_is_bit_identical_to_method_none(
 
 
 def test_topk_avg_leaves_checkpoint_bytes_unchanged(runs: dict[str, Path]) -> None:
-    for ckpt in sorted((runs["none"] / "checkpoints").glob("epoch*.ckpt")):
+    checkpoints = sorted((runs["none"] / "checkpoints").glob("epoch*.ckpt"))
+    assert len(checkpoints) >= 2, "too few epoch checkpoints to compare"
+    for ckpt in checkpoints:
         assert (runs["topk_avg"] / "checkpoints" / ckpt.name).read_bytes() == ckpt.read_bytes()
 
 
@@ -154,6 +156,7 @@ def test_averaged_checkpoint_reloads_and_reproduces_its_metrics(
     for key in [k for k in best["state_dict"] if "_norm." in k]:
         assert torch.equal(saved["state_dict"][key], best["state_dict"][key]), key
     online = [_ckpt(p)["state_dict"] for p in (run / "checkpoints").glob("epoch*.ckpt")]
+    assert online, "no online checkpoints to compare the average with"
     assert not any(_same(saved["state_dict"], s) for s in online)  # really an average
 
 
@@ -177,7 +180,7 @@ def test_ema_and_swa_log_every_epoch_and_keep_the_best_averaged_state(
     assert _json(run / "metrics.json")["ema_best_epoch"] == averaged["best_epoch"]
     for name in EMA_COLUMNS:  # the csv shows the logged (float32) value of the same number
         value = averaged["metrics"][name]
-        shown = _fmt(float(np.float32(math.nan if value is None else value)))
+        shown = _csv_cell(float(np.float32(math.nan if value is None else value)))
         assert best[name] == shown, name
     assert averaged["start_epoch"] == 1 and averaged["n_averaged"] > 0
     plots = run / "dvclive" / "plots" / "metrics"
@@ -227,7 +230,9 @@ def test_rerun_gives_bit_identical_averaged_checkpoint_and_metrics(
     _train(_params("ema"), tiny_schema_dir, tmp_path / "again")
     for name in ("metrics.csv", "metrics.json"):
         assert (tmp_path / "again" / name).read_bytes() == (runs["ema"] / name).read_bytes()
-    for ckpt in sorted((runs["ema"] / "checkpoints").glob("*.ckpt")):
+    checkpoints = sorted((runs["ema"] / "checkpoints").glob("*.ckpt"))
+    assert checkpoints, "the run wrote no checkpoints to compare"
+    for ckpt in checkpoints:
         assert (tmp_path / "again" / "checkpoints" / ckpt.name).read_bytes() == ckpt.read_bytes()
     again = _json(tmp_path / "again" / "summary.json")["averaged"]
     assert again == _json(runs["ema"] / "summary.json")["averaged"]
@@ -242,7 +247,7 @@ def test_resumed_run_matches_uninterrupted_run_with_averaging(
     params = _params(**settings)
     whole = _train(params, tiny_schema_dir, tmp_path / "whole")
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train_run(
+        train_stage(
             params=params,
             schema_dir=tiny_schema_dir,
             run_dir=tmp_path / "cut",

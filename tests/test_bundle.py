@@ -21,8 +21,9 @@ from graphqa.bundle import (
     verify_bundle,
 )
 from graphqa.cli import main
-from graphqa.contract import DataContractError, save_graph, write_json
+from graphqa.contract import DataContractError, save_graph
 from graphqa.data import PackedSplit
+from graphqa.files import write_json
 from graphqa.module import load_module
 from graphqa.predict import predict_with_bundle, stream_logits
 from graphqa.scorer import Scorer

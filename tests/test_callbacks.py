@@ -16,7 +16,9 @@ from .test_metrics import TUNE_EXPECTED, TUNE_GROUPS, TUNE_PRED, TUNE_TRUE
 
 
 def test_checkpoints_hold_no_absolute_paths(tiny_run: Path) -> None:
-    for ckpt in (tiny_run / "checkpoints").glob("epoch*.ckpt"):
+    checkpoints = sorted((tiny_run / "checkpoints").glob("epoch*.ckpt"))
+    assert checkpoints, "the run wrote no epoch checkpoints to check"
+    for ckpt in checkpoints:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         text = json.dumps(state["callbacks"], default=str)
         assert str(tiny_run.parent) not in text

@@ -28,7 +28,7 @@ from graphqa.contract import (
     target_of,
 )
 from graphqa.manifest import manifest_entry
-from graphqa.schema import check_dataset
+from graphqa.schema import schema_stage
 
 SPLITS = ("train", "val", "val_calib", "test")
 NODE_DIM = 172
@@ -72,8 +72,8 @@ def labels(tiny_dataset: Path) -> dict[str, pd.DataFrame]:
 
 
 def test_generation_is_byte_identical(tmp_path: Path, tiny_dataset_cfg: DatasetConfig) -> None:
-    truth_a = dataset.generate_dataset(cfg=tiny_dataset_cfg, out_dir=tmp_path / "a")
-    truth_b = dataset.generate_dataset(cfg=tiny_dataset_cfg, out_dir=tmp_path / "b")
+    truth_a = dataset.dataset_stage(cfg=tiny_dataset_cfg, out_dir=tmp_path / "a")
+    truth_b = dataset.dataset_stage(cfg=tiny_dataset_cfg, out_dir=tmp_path / "b")
 
     hashes_a, hashes_b = _sha256_tree(tmp_path / "a"), _sha256_tree(tmp_path / "b")
     expected_graphs = tiny_dataset_cfg.n_targets * tiny_dataset_cfg.models_per_target
@@ -85,9 +85,9 @@ def test_generation_is_byte_identical(tmp_path: Path, tiny_dataset_cfg: DatasetC
 
 
 def test_seed_changes_the_dataset(tmp_path: Path, tiny_dataset_cfg: DatasetConfig) -> None:
-    dataset.generate_dataset(cfg=tiny_dataset_cfg, out_dir=tmp_path / "a")
+    dataset.dataset_stage(cfg=tiny_dataset_cfg, out_dir=tmp_path / "a")
     other = tiny_dataset_cfg.model_copy(update={"seed": tiny_dataset_cfg.seed + 1})
-    dataset.generate_dataset(cfg=other, out_dir=tmp_path / "b")
+    dataset.dataset_stage(cfg=other, out_dir=tmp_path / "b")
 
     hashes_a, hashes_b = _sha256_tree(tmp_path / "a"), _sha256_tree(tmp_path / "b")
     changed = [k for k in hashes_a.keys() & hashes_b.keys() if hashes_a[k] != hashes_b[k]]
@@ -301,7 +301,7 @@ def test_tuning_fraction_assigns_disjoint_tuning_targets(
     split = {"train": 0.4, "val": 0.1, "val_calib": 0.1, "test": 0.1, "tuning": 0.3}
     cfg = tiny_dataset_cfg.model_copy(update={"n_targets": 10, "split": split})
     cfg = DatasetConfig.model_validate(cfg.model_dump())
-    dataset.generate_dataset(cfg=cfg, out_dir=tmp_path / "ds")
+    dataset.dataset_stage(cfg=cfg, out_dir=tmp_path / "ds")
     targets = {
         s: {
             target_of(m)
@@ -370,7 +370,7 @@ def _all_labels(root: Path) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def realistic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("realistic") / "dataset"
-    dataset.generate_dataset(cfg=DatasetConfig.model_validate(REALISTIC), out_dir=out)
+    dataset.dataset_stage(cfg=DatasetConfig.model_validate(REALISTIC), out_dir=out)
     return out
 
 
@@ -389,7 +389,7 @@ def test_original_options_reproduce_the_original_generator_byte_for_byte(
     tmp_path: Path, tiny_dataset_cfg: DatasetConfig, update: dict[str, Any], digest: str
 ) -> None:
     cfg = _cfg(tiny_dataset_cfg, **update, **ORIGINAL)
-    dataset.generate_dataset(cfg=cfg, out_dir=tmp_path / "ds")
+    dataset.dataset_stage(cfg=cfg, out_dir=tmp_path / "ds")
     assert _tree_digest(tmp_path / "ds") == digest
 
 
@@ -495,7 +495,7 @@ def test_options_leave_every_other_column_as_it_was(
     """The options draw from generators of their own: the count columns only add columns and
     bimodal labels change no graph."""
     cfg = _cfg(tiny_dataset_cfg, label_shape="bimodal", count_columns=2)
-    dataset.generate_dataset(cfg=cfg, out_dir=tmp_path / "ds")
+    dataset.dataset_stage(cfg=cfg, out_dir=tmp_path / "ds")
     keep = [i for i, c in enumerate(dataset.node_columns(2)) if not c.startswith("rare_")]
     new, old = (
         list_graph_files(tmp_path / "ds" / "graphs"),
@@ -507,7 +507,7 @@ def test_options_leave_every_other_column_as_it_was(
         assert torch.equal(a.x[:, keep], b.x)
         assert torch.equal(a.edge_index, b.edge_index) and torch.equal(a.edge_attr, b.edge_attr)
     bimodal_only = _cfg(tiny_dataset_cfg, label_shape="bimodal")
-    dataset.generate_dataset(cfg=bimodal_only, out_dir=tmp_path / "bi")
+    dataset.dataset_stage(cfg=bimodal_only, out_dir=tmp_path / "bi")
     for key, path in old.items():
         assert (tmp_path / "bi" / "graphs" / f"{key}.pt").read_bytes() == path.read_bytes()
     assert (tmp_path / "bi" / "labels" / "val.csv").read_bytes() != (
@@ -520,7 +520,7 @@ def test_train_cap_keeps_whole_targets_and_leaves_the_other_splits(
 ) -> None:
     mpt = tiny_dataset_cfg.models_per_target
     cfg = _cfg(tiny_dataset_cfg, train_models_cap=2 * mpt + 1)
-    truth = dataset.generate_dataset(cfg=cfg, out_dir=tmp_path / "ds")
+    truth = dataset.dataset_stage(cfg=cfg, out_dir=tmp_path / "ds")
     labels = _all_labels(tmp_path / "ds")
     train = pd.read_csv(tmp_path / "ds" / "labels" / "train.csv", dtype={"MODEL": str})
     per_target = train["MODEL"].map(target_of).value_counts()
@@ -552,15 +552,15 @@ def test_realistic_options_are_deterministic_and_pass_the_builder_checks(
 
     opts = {"label_shape": "bimodal", "count_columns": 3, "train_models_cap": 12}
     cfg = _cfg(tiny_dataset_cfg, **opts)
-    truth_a = dataset.generate_dataset(cfg=cfg, out_dir=tmp_path / "a")
-    truth_b = dataset.generate_dataset(cfg=cfg, out_dir=tmp_path / "b")
+    truth_a = dataset.dataset_stage(cfg=cfg, out_dir=tmp_path / "a")
+    truth_b = dataset.dataset_stage(cfg=cfg, out_dir=tmp_path / "b")
     assert _tree_digest(tmp_path / "a") == _tree_digest(tmp_path / "b") and truth_a == truth_b
-    dataset.generate_dataset(cfg=_cfg(cfg, seed=cfg.seed + 1), out_dir=tmp_path / "c")
+    dataset.dataset_stage(cfg=_cfg(cfg, seed=cfg.seed + 1), out_dir=tmp_path / "c")
     assert _tree_digest(tmp_path / "a") != _tree_digest(tmp_path / "c")
 
     assert main(["check-graphs", str(tmp_path / "a")]) == 0
     assert "[INVALID]" not in capsys.readouterr().out
-    check_dataset(
+    schema_stage(
         graph_dir=tmp_path / "a" / "graphs",
         label_files={s: str(tmp_path / "a" / "labels" / f"{s}.csv") for s in SPLITS},
         out_dir=tmp_path / "schema",

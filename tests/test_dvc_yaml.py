@@ -15,31 +15,50 @@ from .conftest import REPO
 SRC = REPO / "src" / "graphqa"
 
 
-def graphqa_imports(path: Path) -> set[str]:
-    """Modules of graphqa a file imports (at any depth, function-level imports included)."""
-    found = set()
+def module_file(dotted: str) -> Path | None:
+    """``graphqa.maths.metrics`` -> ``src/graphqa/maths/metrics.py`` (a package: its
+    ``__init__.py``); ``None`` for names that are not graphqa modules (functions, classes)."""
+    parts = dotted.split(".")[1:]
+    if not parts:
+        return SRC / "__init__.py"
+    path = SRC.joinpath(*parts)
+    if path.with_suffix(".py").exists():
+        return path.with_suffix(".py")
+    if (path / "__init__.py").exists():
+        return path / "__init__.py"
+    return None
+
+
+def graphqa_imports(path: Path) -> set[Path]:
+    """graphqa source files a file imports (at any depth, function-level imports included),
+    with the ``__init__.py`` of every package on the way (Python runs them first)."""
+    dotted: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("graphqa"):
-            parts = node.module.split(".")
-            if len(parts) == 1:
-                found |= {alias.name for alias in node.names}
-            else:
-                found.add(parts[1])
+            dotted.add(node.module)
+            dotted |= {f"{node.module}.{alias.name}" for alias in node.names}
         elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("graphqa.")}
-    return {m for m in found if (SRC / f"{m}.py").exists()}
+            dotted |= {a.name for a in node.names if a.name.startswith("graphqa.")}
+    files = set()
+    for name in dotted:
+        parts = name.split(".")
+        for depth in range(1, len(parts) + 1):
+            found = module_file(".".join(parts[:depth]))
+            if found is not None:
+                files.add(found)
+    return files
 
 
 def code_closure(script: Path) -> set[str]:
-    """``src/graphqa/*.py`` paths a stage script can execute, transitively (importing any
+    """``src/graphqa/**.py`` paths a stage script can execute, transitively (importing any
     graphqa module runs the package's ``__init__`` first)."""
-    todo, seen = [*graphqa_imports(script), "__init__"], set()
+    todo, seen = [*graphqa_imports(script), SRC / "__init__.py"], set()
     while todo:
         module = todo.pop()
         if module not in seen:
             seen.add(module)
-            todo += graphqa_imports(SRC / f"{module}.py")
-    return {f"src/graphqa/{m}.py" for m in seen}
+            todo += graphqa_imports(module)
+    return {str(m.relative_to(REPO)) for m in seen}
 
 
 def stages() -> list[tuple[str, dict]]:

@@ -12,7 +12,7 @@ import pytest
 
 from graphqa.config import parse_params
 from graphqa.data import PackedSplit
-from graphqa.evidence import (
+from graphqa.maths.evidence import (
     ANALOGUE,
     ANALOGUE_DIRECTION,
     Interval,
@@ -22,10 +22,10 @@ from graphqa.evidence import (
     non_inferior,
     per_target,
     relative_increase,
-    split_predictions,
 )
-from graphqa.metrics import mse, resample_targets
-from graphqa.select import DIRECTIONS
+from graphqa.maths.metrics import mse, resample_targets
+from graphqa.scoring import split_predictions
+from graphqa.selection import DIRECTIONS
 
 PRED = np.array([0.9, 0.2, 0.4, 0.5, 0.1])
 TRUE = np.array([0.8, 0.0, 0.6, 0.7, 0.2])

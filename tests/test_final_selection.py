@@ -15,7 +15,7 @@ import torch
 import graphqa.final_selection as final_selection
 from graphqa.config import parse_params
 from graphqa.data import PackedSplit
-from graphqa.final_selection import select_final
+from graphqa.final_selection import final_selection_stage
 
 N_TARGETS, PER_TARGET = 8, 5
 RNG = np.random.default_rng(0)
@@ -73,7 +73,7 @@ def layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
 def run_final(layout: dict[str, Any], primary: str = "selection_metric") -> dict[str, Any]:
     root = layout["root"]
-    return select_final(
+    return final_selection_stage(
         params=parse_params({}, {"selection.primary_metric": primary}),
         selection_dir=root / "selection",
         finetune_dirs={"finetune_phase1": root / "ft1", "finetune_phase2/101": root / "ft2"},

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from graphqa.config import Params, parse_params
-from graphqa.final_selection import select_final
-from graphqa.finetune import finetune_run
+from graphqa.final_selection import final_selection_stage
+from graphqa.finetune import finetune_stage
 from graphqa.model import build_net
 from graphqa.module import load_module
-from graphqa.select import select_sweep
-from graphqa.train import train_run
+from graphqa.selection import selection_stage
+from graphqa.train import train_stage
 
 from .conftest import TINY_OVERRIDES
 
@@ -34,8 +34,8 @@ def sweep(tiny_schema_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
     params = parse_params({}, SWEEP)
     for seed in params.sweep.seeds:
         member = parse_params({}, {**SWEEP, "dataloader.seed": seed})
-        train_run(params=member, schema_dir=tiny_schema_dir, run_dir=root / f"train/{seed}-base")
-    select_sweep(params=params, train_root=root / "train", out_dir=root / "selection")
+        train_stage(params=member, schema_dir=tiny_schema_dir, run_dir=root / f"train/{seed}-base")
+    selection_stage(params=params, train_root=root / "train", out_dir=root / "selection")
     return params, root
 
 
@@ -56,7 +56,7 @@ def test_phases_resume_winner_weights_and_final_selection_weighs_the_evidence(
     sweep: tuple[Params, Path], tiny_schema_dir: Path
 ) -> None:
     params, root = sweep
-    phase1 = finetune_run(
+    phase1 = finetune_stage(
         params=params,
         phase=1,
         seed=None,
@@ -75,7 +75,7 @@ def test_phases_resume_winner_weights_and_final_selection_weighs_the_evidence(
     assert torch.equal(winner.node_norm.mean, tuned.node_norm.mean)
 
     p2 = parse_params({}, {**SWEEP, "finetune.phase2.resume_from": "phase1_best"})
-    phase2 = finetune_run(
+    phase2 = finetune_stage(
         params=p2,
         phase=2,
         seed=101,
@@ -87,7 +87,7 @@ def test_phases_resume_winner_weights_and_final_selection_weighs_the_evidence(
     assert phase2["init_from"].endswith("ft1/checkpoints/best.ckpt")
     assert phase2["seed"] == 101
 
-    final = select_final(
+    final = final_selection_stage(
         params=params,
         selection_dir=root / "selection",
         finetune_dirs={
@@ -133,7 +133,7 @@ def test_finetuning_starts_from_the_winners_weights(
             },
         },
     )
-    finetune_run(
+    finetune_stage(
         params=frozen,
         phase=1,
         seed=None,
@@ -161,7 +161,7 @@ def test_disabled_finetune_skips_cleanly_and_sweep_winner_goes_on(
     _, root = sweep
     off = parse_params({}, {**SWEEP, "finetune.enabled": False})
     out = root / "ft_off"
-    summary = finetune_run(
+    summary = finetune_stage(
         params=off,
         phase=1,
         seed=None,
@@ -172,7 +172,7 @@ def test_disabled_finetune_skips_cleanly_and_sweep_winner_goes_on(
     )
     assert summary["skipped"] is True
     assert not list((out / "checkpoints").glob("*.ckpt"))
-    final = select_final(
+    final = final_selection_stage(
         params=off,
         selection_dir=root / "selection",
         finetune_dirs={"finetune_phase1": out},

@@ -12,29 +12,26 @@ import pytest
 import torch
 
 from graphqa.config import FeatureMaskConfig, Params, parse_params
-from graphqa.contract import DataContractError, write_json
+from graphqa.contract import DataContractError
 from graphqa.data import GraphQADataModule, PackedSplit
-from graphqa.flt import (
-    _mse,
+from graphqa.files import write_json
+from graphqa.flt import _mse, flt_stage, permutation_scores, preflight, weight_magnitude_scores
+from graphqa.flt_retrain import flt_retrain_stage
+from graphqa.flt_summary import flt_summary_stage
+from graphqa.mask import resolve_mask
+from graphqa.maths.flt import (
     build_groups,
     edge_family,
     fraction_verdict,
     make_mask,
     mask_filename,
-    permutation_scores,
-    preflight,
     rank_groups,
     recommend,
     repeat_summary,
-    retrain,
     retrain_name,
-    score_groups,
     slot_of,
-    summarise,
-    weight_magnitude_scores,
 )
-from graphqa.mask import resolve_mask
-from graphqa.metrics import resample_targets
+from graphqa.maths.metrics import resample_targets
 from graphqa.model import NetConfig, build_net
 from graphqa.schema import FeatureSchema
 
@@ -253,10 +250,10 @@ def test_permutation_scoring_recovers_the_planted_signal_groups(tmp_path: Path) 
     """A small trained model: every signal group of the generator's ground truth ranks above
     every pure-noise group, and the smallest mask keeps exactly the signal groups."""
     from graphqa.config import parse_params
-    from graphqa.dataset import generate_dataset
+    from graphqa.dataset import dataset_stage
     from graphqa.module import load_module
-    from graphqa.schema import check_dataset
-    from graphqa.train import train_run
+    from graphqa.schema import schema_stage
+    from graphqa.train import train_stage
 
     params = parse_params(
         {},
@@ -280,15 +277,15 @@ def test_permutation_scoring_recovers_the_planted_signal_groups(tmp_path: Path) 
             "logging.progress": "none",
         },
     )
-    generate_dataset(cfg=params.dataset, out_dir=tmp_path / "ds")
+    dataset_stage(cfg=params.dataset, out_dir=tmp_path / "ds")
     labels = {
         s: str(tmp_path / "ds" / "labels" / f"{s}.csv")
         for s in ("train", "val", "val_calib", "test")
     }
-    check_dataset(
+    schema_stage(
         graph_dir=tmp_path / "ds" / "graphs", label_files=labels, out_dir=tmp_path / "schema"
     )
-    train_run(params=params, schema_dir=tmp_path / "schema", run_dir=tmp_path / "run")
+    train_stage(params=params, schema_dir=tmp_path / "schema", run_dir=tmp_path / "run")
     truth = json.loads((tmp_path / "ds" / "ground_truth.json").read_text())
     schema = FeatureSchema.load(tmp_path / "schema" / "feature_metadata.json")
     net = load_module(tmp_path / "run" / "checkpoints" / "best.ckpt").net
@@ -398,10 +395,10 @@ FLT_PROFILE = {
 def whole_flt_run(params: Params, schema: Path, selection: Path, out: Path) -> dict[str, Any]:
     """What `dvc repro flt flt_retrain flt_summary` runs, in one process."""
     winner = selection / "winner" / "model.ckpt"
-    score_groups(params=params, schema_dir=schema, model_path=winner, out_dir=out / "flt")
+    flt_stage(params=params, schema_dir=schema, model_path=winner, out_dir=out / "flt")
     for frac in params.flt.keep_fracs:
         for seed in params.flt.seeds:
-            retrain(
+            flt_retrain_stage(
                 params=params,
                 keep_frac=frac,
                 seed=seed,
@@ -410,7 +407,7 @@ def whole_flt_run(params: Params, schema: Path, selection: Path, out: Path) -> d
                 schema_dir=schema,
                 out_dir=out / "retrain" / retrain_name(frac, seed),
             )
-    return summarise(
+    return flt_summary_stage(
         params=params,
         flt_dir=out / "flt",
         retrain_root=out / "retrain",
@@ -433,22 +430,22 @@ def single_seed_point_rule(rec: dict[str, Any], seed_index: int) -> float:
 
 @pytest.mark.slow
 def test_recommendation_is_stable_across_two_seeds_of_the_whole_flt_run(tmp_path: Path) -> None:
-    from graphqa.dataset import generate_dataset
-    from graphqa.schema import check_dataset
-    from graphqa.select import select_sweep
-    from graphqa.train import train_run
+    from graphqa.dataset import dataset_stage
+    from graphqa.schema import schema_stage
+    from graphqa.selection import selection_stage
+    from graphqa.train import train_stage
 
     base = parse_params({}, FLT_PROFILE)
-    generate_dataset(cfg=base.dataset, out_dir=tmp_path / "ds")
-    check_dataset(
+    dataset_stage(cfg=base.dataset, out_dir=tmp_path / "ds")
+    schema_stage(
         graph_dir=tmp_path / "ds" / "graphs",
         label_files=label_files(tmp_path / "ds"),
         out_dir=tmp_path / "schema",
     )
     profile = {**FLT_PROFILE, "paths.graph_dir": str(tmp_path / "ds" / "graphs")}
     sweep = parse_params({}, profile)
-    train_run(params=sweep, schema_dir=tmp_path / "schema", run_dir=tmp_path / "train" / "0-base")
-    select_sweep(params=sweep, train_root=tmp_path / "train", out_dir=tmp_path / "selection")
+    train_stage(params=sweep, schema_dir=tmp_path / "schema", run_dir=tmp_path / "train" / "0-base")
+    selection_stage(params=sweep, train_root=tmp_path / "train", out_dir=tmp_path / "selection")
 
     recs = []
     for run, (flt_seed, seeds) in enumerate([(0, [0, 1, 2]), (1, [3, 4, 5])]):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from graphqa.metrics import (
+from graphqa.maths.metrics import (
     bootstrap_mean,
     bootstrap_pooled,
     ema,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from graphqa.config import Params, parse_params
-from graphqa.train import flatten_params, train_run
+from graphqa.train import flatten_params, train_stage
 
 from .conftest import TINY_OVERRIDES
 
@@ -50,7 +50,7 @@ def _mlflow_run(
         },
     )
     run_dir = tmp_path / "run"
-    train_run(params=params, schema_dir=tiny_schema_dir, run_dir=run_dir, run_name="0-base")
+    train_stage(params=params, schema_dir=tiny_schema_dir, run_dir=run_dir, run_name="0-base")
     client = MlflowClient(tracking_uri=str(store))
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
     assert len(runs) == 1

@@ -10,8 +10,9 @@ import torch
 from torch import Tensor, nn
 
 from graphqa.config import ConfigError, parse_params
+from graphqa.layout import FEATURE_METADATA
 from graphqa.model import FeatureStandardizer, NetConfig, Pooling, TopoQANet, build_net
-from graphqa.schema import FEATURE_METADATA, FeatureSchema
+from graphqa.schema import FeatureSchema
 from graphqa.train import net_config_for
 
 POOLINGS: list[Pooling] = ["mean", "max", "add", "sum", "attention", "mean+max", "mean+max+sum"]

@@ -82,7 +82,7 @@ def test_compiled_training_saves_a_plain_checkpoint_within_tolerance_of_eager(
     tiny_params, tiny_schema_dir: Path, tmp_path: Path
 ) -> None:
     from graphqa.config import parse_params
-    from graphqa.train import train_run
+    from graphqa.train import train_stage
 
     runs, ckpts, metrics = {}, {}, {}
     for mode in ("eager", "compiled"):
@@ -90,7 +90,7 @@ def test_compiled_training_saves_a_plain_checkpoint_within_tolerance_of_eager(
             tiny_params.to_dict(), {"model.dropout": 0.0, "trainer.compile": mode == "compiled"}
         )
         runs[mode] = tmp_path / mode
-        train_run(params=params, schema_dir=tiny_schema_dir, run_dir=runs[mode])
+        train_stage(params=params, schema_dir=tiny_schema_dir, run_dir=runs[mode])
         ckpts[mode] = torch.load(runs[mode] / "checkpoints" / "last.ckpt", weights_only=True)
         metrics[mode] = json.loads((runs[mode] / "metrics.json").read_text())
     # Same keys as eager (no `_orig_mod.`), and no compile flag among the hyper-parameters.

@@ -101,9 +101,9 @@ import graphqa
 import torch
 from graphqa.config import parse_params
 from graphqa.numerics import mkl_branch
-from graphqa.train import train_run
+from graphqa.train import train_stage
 from tests.conftest import TINY_OVERRIDES
-train_run(params=parse_params({}, TINY_OVERRIDES), schema_dir=sys.argv[1], run_dir=sys.argv[2])
+train_stage(params=parse_params({}, TINY_OVERRIDES), schema_dir=sys.argv[1], run_dir=sys.argv[2])
 state = torch.load(sys.argv[2] + "/checkpoints/last.ckpt", weights_only=True)["state_dict"]
 digest = hashlib.sha256(b"".join(state[k].numpy().tobytes() for k in sorted(state)))
 print(json.dumps({"mkl": mkl_branch(), "weights": digest.hexdigest()}))

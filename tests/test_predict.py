@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 
 from graphqa.bundle import build_bundle
-from graphqa.calibrate import calibrate_final
+from graphqa.calibration import calibration_stage
 from graphqa.config import Params
-from graphqa.contract import write_json
-from graphqa.predict import evaluate_bundle, predict_with_bundle
+from graphqa.evaluate import evaluate_stage
+from graphqa.files import write_json
+from graphqa.predict import predict_with_bundle
 from graphqa.scorer import Scorer
 
 RANKED = ("top1_dockq", "ranking_loss", "hits_023", "hits_049", "hits_080")
@@ -47,7 +48,7 @@ def calibrated_bundle(
     calibration.json from the calibration stage (target-grouped) fitted on the blend."""
     tmp = tmp_path_factory.mktemp("calibrated")
     write_json(tmp / "scorer.json", Scorer("blend", 0.6).to_dict())
-    calibrate_final(
+    calibration_stage(
         cfg=tiny_params.calibration,
         model_path=tiny_run / "checkpoints" / "best.ckpt",
         schema_dir=tiny_schema_dir,
@@ -81,7 +82,7 @@ def evaluated(
     # The train labels: the tiny profile's test split holds a single target, and the
     # mechanics (bootstrap over targets, rankers side by side) need several.
     out = tmp_path_factory.mktemp("evaluate") / "evaluate"
-    evaluate_bundle(
+    evaluate_stage(
         bundle_dir=calibrated_bundle,
         graph_dir=tiny_dataset / "graphs",
         labels_csv=tiny_dataset / "labels" / "train.csv",
@@ -200,7 +201,7 @@ def test_evaluate_is_reproducible(
     tiny_schema_dir: Path,
     tmp_path: Path,
 ) -> None:
-    evaluate_bundle(
+    evaluate_stage(
         bundle_dir=calibrated_bundle,
         graph_dir=tiny_dataset / "graphs",
         labels_csv=tiny_dataset / "labels" / "train.csv",

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from graphqa.data import PackedSplit
-from graphqa.metrics import mse, per_target_table
+from graphqa.maths.metrics import mse, per_target_table
 from graphqa.reference import (
     TreesSettings,
     fit_pooled_trees,

@@ -24,9 +24,10 @@ from graphqa.contract import (
     save_graph,
     target_of,
 )
-from graphqa.data import SPLITS, PackedSplit, packed_path
+from graphqa.data import SPLITS, PackedSplit
+from graphqa.layout import FEATURE_METADATA, packed_path
 from graphqa.manifest import manifest_entry
-from graphqa.schema import FEATURE_METADATA, FeatureSchema, check_dataset
+from graphqa.schema import FeatureSchema, schema_stage
 
 from .conftest import label_files
 
@@ -45,7 +46,7 @@ def _copy(src: Path, dst: Path) -> Path:
 
 
 def _run(root: Path, out_dir: Path, **kwargs: Any) -> dict[str, Any]:
-    return check_dataset(
+    return schema_stage(
         graph_dir=root / "graphs", label_files=label_files(root), out_dir=out_dir, **kwargs
     )
 
@@ -546,7 +547,7 @@ def _builder_labels(tmp_path: Path) -> dict[str, str]:
 
 
 def _run_builder(root: Path, tmp_path: Path, **kwargs: Any) -> dict[str, Any]:
-    return check_dataset(
+    return schema_stage(
         graph_dir=root / "graph_data",
         label_files=_builder_labels(tmp_path),
         out_dir=tmp_path / "schema",
@@ -555,7 +556,7 @@ def _run_builder(root: Path, tmp_path: Path, **kwargs: Any) -> dict[str, Any]:
 
 
 def test_builder_folder_passes_the_schema_stage(tmp_path: Path) -> None:
-    coverage = check_dataset(
+    coverage = schema_stage(
         graph_dir=BUILDER_SAMPLE / "graph_data",
         label_files=_builder_labels(tmp_path),
         out_dir=tmp_path / "schema",
@@ -673,13 +674,13 @@ def test_listed_graph_missing_on_disk_needs_allow_missing_graphs(tmp_path: Path)
     run = dict(graph_dir=root / "graph_data", label_files=labels, out_dir=tmp_path / "schema")
 
     with pytest.raises(DataContractError) as exc:
-        check_dataset(**run)
+        schema_stage(**run)
     assert (exc.value.file, exc.value.key) == (
         str(root / "graph_data" / GRAPH_MANIFEST),
         "3PQR/3pqr_2.pt",
     )
 
-    coverage = check_dataset(**run, allow_missing_graphs=True)
+    coverage = schema_stage(**run, allow_missing_graphs=True)
     assert coverage["manifest"]["listed_missing_on_disk"] == ["3PQR/3pqr_2.pt"]
 
 
@@ -844,7 +845,7 @@ def test_header_only_tuning_labels_change_nothing(tiny_dataset: Path, tmp_path: 
     root = _copy(tiny_dataset, tmp_path / "dataset")
     assert _read_csv(_csv(root, "tuning")).empty  # the embedded dataset writes it header-only
     without = _run(root, tmp_path / "without")
-    with_empty = check_dataset(
+    with_empty = schema_stage(
         graph_dir=root / "graphs", label_files=_with_tuning(root), out_dir=tmp_path / "with"
     )
     assert with_empty == without and "tuning" not in with_empty
@@ -858,7 +859,7 @@ def test_tuning_split_is_packed_and_reported(tiny_dataset: Path, tmp_path: Path)
     _write_csv(calib.drop(moved.index), _csv(root, "val_calib"))
     _write_csv(moved, _csv(root, "tuning"))
 
-    coverage = check_dataset(
+    coverage = schema_stage(
         graph_dir=root / "graphs", label_files=_with_tuning(root), out_dir=tmp_path / "schema"
     )
 
@@ -886,7 +887,7 @@ def test_tuning_target_in_another_split_names_both_files(
     out = tmp_path / "schema"
 
     with pytest.raises(DataContractError) as exc:
-        check_dataset(graph_dir=root / "graphs", label_files=_with_tuning(root), out_dir=out)
+        schema_stage(graph_dir=root / "graphs", label_files=_with_tuning(root), out_dir=out)
 
     assert exc.value.file == str(_csv(root, "tuning"))
     assert str(_csv(root, "val")) in str(exc.value)
@@ -914,7 +915,14 @@ def test_schema_stage_script_fails_in_one_line(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
 
     proc = subprocess.run(
-        [sys.executable, str(REPO / "stages" / "schema.py"), "--params", "params.yaml"],
+        [
+            sys.executable,
+            str(REPO / "stages" / "schema.py"),
+            "--params",
+            "params.yaml",
+            "--out",
+            "out",
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.special import logit
 
-from graphqa.metrics import per_target_table
+from graphqa.maths.metrics import per_target_table
 from graphqa.scorer import (
     Scorer,
     choose_family,
@@ -155,31 +155,32 @@ def test_on_a_small_real_like_profile_the_shipped_scorer_is_not_worse_than_the_b
     beyond the noise (the interval of the paired difference does not lie above zero)."""
     from graphqa.config import parse_params
     from graphqa.data import PackedSplit
-    from graphqa.dataset import generate_dataset
-    from graphqa.evidence import mean_difference
-    from graphqa.metrics import resample_targets
-    from graphqa.schema import FeatureSchema, check_dataset
-    from graphqa.scorer import load_pipeline_trees, packed_components, select_scorer
-    from graphqa.train import train_run
-    from graphqa.trees import train_trees_stage
+    from graphqa.dataset import dataset_stage
+    from graphqa.maths.evidence import mean_difference
+    from graphqa.maths.metrics import resample_targets
+    from graphqa.module import load_module
+    from graphqa.schema import FeatureSchema, schema_stage
+    from graphqa.scorer import load_pipeline_trees, packed_components, scorer_stage
+    from graphqa.train import train_stage
+    from graphqa.trees import trees_stage
 
     from .conftest import TINY_OVERRIDES, label_files
 
     params = parse_params({}, {**TINY_OVERRIDES, **REAL_LIKE})
-    generate_dataset(cfg=params.dataset, out_dir=tmp_path / "ds")
+    dataset_stage(cfg=params.dataset, out_dir=tmp_path / "ds")
     schema_dir = tmp_path / "schema"
-    check_dataset(
+    schema_stage(
         graph_dir=tmp_path / "ds" / "graphs",
         label_files=label_files(tmp_path / "ds"),
         out_dir=schema_dir,
     )
     run = tmp_path / "run"
-    train_run(params=params, schema_dir=schema_dir, run_dir=run)
+    train_stage(params=params, schema_dir=schema_dir, run_dir=run)
     model_dir = tmp_path / "final_model"
     model_dir.mkdir()
     shutil.copyfile(run / "checkpoints" / "best.ckpt", model_dir / "model.ckpt")
-    train_trees_stage(params=params, schema_dir=schema_dir, out_dir=tmp_path / "trees")
-    record = select_scorer(
+    trees_stage(params=params, schema_dir=schema_dir, out_dir=tmp_path / "trees")
+    record = scorer_stage(
         family="auto",
         model_dir=model_dir,
         trees_dir=tmp_path / "trees",
@@ -198,8 +199,8 @@ def test_on_a_small_real_like_profile_the_shipped_scorer_is_not_worse_than_the_b
     schema = FeatureSchema.load(schema_dir / "feature_metadata.json")
     test = PackedSplit.load(schema_dir / "packed" / "test.pt")
     gnn_logits, trees_pred = packed_components(
-        model_ckpt=model_dir / "model.ckpt",
-        trees_model=load_pipeline_trees(tmp_path / "trees", schema),
+        net=load_module(model_dir / "model.ckpt").net,
+        trees=load_pipeline_trees(tmp_path / "trees", schema),
         split=test,
         schema=schema,
     )

@@ -36,8 +36,26 @@ def test_a_misspelt_param_is_one_line_naming_file_key_and_fix(script: str, tmp_p
 
 
 def _required(script: str) -> list[str]:
-    return {
+    """Every required argument but ``--params`` and ``--out`` (the params error comes first)."""
+    missing = str(Path("no-such-input"))
+    inputs = {
+        "bundle.py": ["--model-dir", "--calibration-dir", "--trees-dir", "--scorer-dir"],
+        "calibration.py": ["--model", "--schema-dir", "--scorer", "--trees-dir"],
+        "evaluate.py": ["--bundle", "--schema-dir"],
+        "final_model.py": ["--final-selection-dir", "--recommendation", "--retrain-root"],
+        "final_selection.py": ["--selection-dir", "--phase1-dir", "--phase2-root", "--schema-dir"],
+        "finetune.py": ["--selection-dir", "--schema-dir"],
+        "flt.py": ["--schema-dir", "--model"],
+        "flt_retrain.py": ["--flt-dir", "--selection-dir", "--schema-dir"],
+        "flt_summary.py": ["--flt-dir", "--retrain-root", "--schema-dir"],
+        "scorer.py": ["--model-dir", "--trees-dir", "--schema-dir"],
+        "selection.py": ["--train-root"],
+        "train.py": ["--schema-dir"],
+        "trees.py": ["--schema-dir"],
+    }.get(script, [])
+    numbers = {
         "train.py": ["--seed", "0"],
         "finetune.py": ["--phase", "1"],
         "flt_retrain.py": ["--keep", "1.0", "--seed", "0"],
     }.get(script, [])
+    return [*numbers, *(arg for flag in inputs for arg in (flag, missing))]

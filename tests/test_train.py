@@ -14,23 +14,24 @@ from lightning.pytorch.callbacks import Callback
 from torch_geometric.data import Data
 
 from graphqa.config import Params, parse_params
-from graphqa.contract import save_graph, write_json
+from graphqa.contract import save_graph
 from graphqa.data import PackedSplit
+from graphqa.files import write_json
 from graphqa.module import MONITOR, load_module
-from graphqa.schema import check_dataset
+from graphqa.schema import schema_stage
 from graphqa.train import (
     CHECKPOINT_LINKS,
     flatten_params,
     resume_run,
     selection_notice,
-    train_run,
+    train_stage,
 )
 
 from .conftest import TINY_OVERRIDES, label_files
 
 
 def _train(params: Params, schema_dir: Path, run_dir: Path) -> dict[str, Any]:
-    return train_run(params=params, schema_dir=schema_dir, run_dir=run_dir)
+    return train_stage(params=params, schema_dir=schema_dir, run_dir=run_dir)
 
 
 def test_run_folder_has_checkpoints_metrics_and_summary(tiny_run: Path) -> None:
@@ -143,7 +144,7 @@ def test_other_dims_train_without_code_change(tmp_path: Path) -> None:
         s: str(tmp_path / "ds" / "labels" / f"{s}.csv")
         for s in ("train", "val", "val_calib", "test")
     }
-    check_dataset(  # a builder without graph_manifest.json: the check is turned off on purpose
+    schema_stage(  # a builder without graph_manifest.json: the check is turned off on purpose
         graph_dir=tmp_path / "ds" / "graphs",
         label_files=labels,
         out_dir=tmp_path / "schema",
@@ -235,9 +236,9 @@ class _Crash(Callback):
 
 def test_resumed_run_matches_uninterrupted_run(tiny_schema_dir: Path, tmp_path: Path) -> None:
     params = parse_params({}, {**TINY_OVERRIDES, "trainer.max_epochs": 3, "model.dropout": 0.3})
-    whole = train_run(params=params, schema_dir=tiny_schema_dir, run_dir=tmp_path / "whole")
+    whole = train_stage(params=params, schema_dir=tiny_schema_dir, run_dir=tmp_path / "whole")
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train_run(
+        train_stage(
             params=params,
             schema_dir=tiny_schema_dir,
             run_dir=tmp_path / "cut",
@@ -265,7 +266,7 @@ def test_mlflow_enabled_without_mlflow_warns_and_trains(
     monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` fails, installed or not
     params = parse_params({}, {**TINY_OVERRIDES, "trainer.max_epochs": 1, "mlflow.enabled": True})
     with pytest.warns(UserWarning, match="mlflow is not installed"):
-        summary = train_run(params=params, schema_dir=tiny_schema_dir, run_dir=tmp_path / "r")
+        summary = train_stage(params=params, schema_dir=tiny_schema_dir, run_dir=tmp_path / "r")
     assert summary["metrics"]["epochs_trained"] == 1
 
 
@@ -276,16 +277,16 @@ def test_mlflow_enabled_without_mlflow_warns_and_trains(
 @pytest.fixture(scope="module")
 def tuning_schema_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One dataset with 3 tuning targets, checked with and without ``paths.tuning_labels``."""
-    from graphqa.dataset import generate_dataset
+    from graphqa.dataset import dataset_stage
 
     root = tmp_path_factory.mktemp("tuning")
     split = {"train": 0.4, "val": 0.1, "val_calib": 0.1, "test": 0.1, "tuning": 0.3}
     params = parse_params({}, {**TINY_OVERRIDES, "dataset.n_targets": 10, "dataset.split": split})
-    generate_dataset(cfg=params.dataset, out_dir=root / "ds")
+    dataset_stage(cfg=params.dataset, out_dir=root / "ds")
     labels = label_files(root / "ds")
     tuning = {**labels, "tuning": str(root / "ds" / "labels" / "tuning.csv")}
     for name, files in (("with", tuning), ("without", labels)):
-        check_dataset(graph_dir=root / "ds" / "graphs", label_files=files, out_dir=root / name)
+        schema_stage(graph_dir=root / "ds" / "graphs", label_files=files, out_dir=root / name)
     return {"with": root / "with", "without": root / "without"}
 
 
@@ -302,7 +303,7 @@ def _tuning_by_reload(ckpt: Path, schema_dir: Path, top_k: int) -> dict[str, flo
     import numpy as np
 
     from graphqa.data import GraphQADataModule
-    from graphqa.metrics import ranking_metrics
+    from graphqa.maths.metrics import ranking_metrics
 
     module = load_module(ckpt)
     data = GraphQADataModule(schema_dir / "packed", batch_size=5)
@@ -358,7 +359,7 @@ def test_header_only_tuning_split_gives_identical_run_outputs(
     """The embedded dataset's header-only tuning.csv, named in paths.tuning_labels, changes
     nothing: same metrics.csv columns and bytes, same checkpoint bytes as with tuning null."""
     files = {**label_files(tiny_dataset), "tuning": str(tiny_dataset / "labels" / "tuning.csv")}
-    check_dataset(graph_dir=tiny_dataset / "graphs", label_files=files, out_dir=tmp_path / "schema")
+    schema_stage(graph_dir=tiny_dataset / "graphs", label_files=files, out_dir=tmp_path / "schema")
     summary = _train(tiny_params, tmp_path / "schema", tmp_path / "run")
     for name in ("metrics.csv", "metrics.json"):
         assert (tmp_path / "run" / name).read_bytes() == (tiny_run / name).read_bytes()

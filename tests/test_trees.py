@@ -15,7 +15,7 @@ import yaml
 
 from graphqa.config import ConfigError, TreesConfig, parse_params
 from graphqa.contract import DataContractError
-from graphqa.metrics import mse, spearman
+from graphqa.maths.metrics import mse, spearman
 from graphqa.pooled import pooled_feature_names
 from graphqa.schema import FeatureSchema
 from graphqa.trees import (
@@ -24,7 +24,7 @@ from graphqa.trees import (
     fit_trees,
     load_trees,
     save_trees,
-    train_trees_stage,
+    trees_stage,
 )
 
 from .conftest import REPO, TINY_OVERRIDES
@@ -167,7 +167,7 @@ TINY_TREES = {"trees.min_data_in_leaf": 2, "trees.max_rounds": 40, "trees.num_le
 def test_stage_writes_model_summary_and_metrics(tiny_schema_dir: Path, tmp_path: Path) -> None:
     params = parse_params({}, {**TINY_OVERRIDES, **TINY_TREES})
     out = tmp_path / "trees"
-    summary = train_trees_stage(params=params, schema_dir=tiny_schema_dir, out_dir=out)
+    summary = trees_stage(params=params, schema_dir=tiny_schema_dir, out_dir=out)
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.txt", "summary.json"]
     schema = FeatureSchema.load(tiny_schema_dir / "feature_metadata.json")
     names = pooled_feature_names(schema)

@@ -36,6 +36,15 @@ class _Invalid(Exception):
 
 @dataclass(frozen=True)
 class SidecarCheck:
+    """One sidecar's verdict, so ``check-graphs`` can print it and decide its exit code.
+
+    Attributes:
+        name: the sidecar's file name.
+        status: ``OK``, ``MISSING`` or ``INVALID``.
+        why: what is wrong (``INVALID`` only).
+        required: whether a missing file fails the check (an invalid one always does).
+    """
+
     name: str
     status: Status
     why: str = ""
@@ -87,7 +96,7 @@ def _json(path: Path) -> Any:
         raise _Invalid(exc.got or exc.expected) from None
 
 
-def _block(meta: dict[str, Any], key: str) -> list[str]:
+def _column_block(meta: dict[str, Any], key: str) -> list[str]:
     block = meta.get(key)
     if not isinstance(block, dict):
         raise _Invalid(f"'{key}': expected an object {{columns, dim}}")
@@ -103,8 +112,8 @@ def _metadata_dims(path: Path) -> _Dims:
     meta = _json(path)
     if not isinstance(meta, dict):
         raise _Invalid("expected a JSON object")
-    node, edge = _block(meta, "_node_schema"), _block(meta, "_edge_schema")
-    topo = _block(meta, "_topology_schema") if "_topology_schema" in meta else []
+    node, edge = _column_block(meta, "_node_schema"), _column_block(meta, "_edge_schema")
+    topo = _column_block(meta, "_topology_schema") if "_topology_schema" in meta else []
     for key, cols in (
         ("node_feature_dim", node),
         ("edge_feature_dim", edge),

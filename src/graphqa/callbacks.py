@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch_geometric.data import Batch, Data
 
-from graphqa import metrics as qa
+from graphqa.maths import metrics as qa
 from graphqa.module import MONITOR
 
 EPOCH_METRICS = (
@@ -99,7 +99,7 @@ class EpochMetricsCSV(Callback):
             writer = csv.DictWriter(fh, fieldnames=["epoch", *self.columns])
             writer.writeheader()
             for row in self.rows:
-                writer.writerow({k: _fmt(v) for k, v in row.items()})
+                writer.writerow({k: _csv_cell(v) for k, v in row.items()})
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows}
@@ -108,7 +108,7 @@ class EpochMetricsCSV(Callback):
         self.rows = list(state_dict.get("rows", []))
 
 
-def _fmt(value: float) -> str | int:
+def _csv_cell(value: float) -> str | int:
     return value if isinstance(value, int) else f"{value:.8g}"
 
 

@@ -32,15 +32,23 @@ class _Section(BaseModel):
 
 
 class PathsConfig(_Section):
+    """Inputs of the pipeline. Pointing ``graph_dir`` (and the labels) at a graph builder's
+    output is enough: the metadata and the builder summary follow the graph folder unless set.
+    """
+
     graph_dir: str = "data/dataset/graphs"
     train_labels: str = "data/dataset/labels/train.csv"
     val_labels: str = "data/dataset/labels/val.csv"
     val_calib_labels: str = "data/dataset/labels/val_calib.csv"
     test_labels: str = "data/dataset/labels/test.csv"
-    #: graph_metadata.json kept elsewhere (null: <graph_dir>/graph_metadata.json).
+    #: graph_metadata.json, or a folder to look in, for a non-standard layout. null (default)
+    #: follows graph_dir: <graph_dir>/graph_metadata.json, inside the declared graph folder (no
+    #: file there: the schema is read off the .pt files).
     metadata_path: str | None = None
-    #: graph_builder_summary.json, or a folder to search for it (null: the graph folder, then
-    #: its parent). Its builder facts go into feature_metadata.json.
+    #: graph_builder_summary.json, or a folder to search for it, for a non-standard layout.
+    #: null (default) follows graph_dir: the graph folder, then beside it
+    #: (<graph_dir>/../graph_builder_summary.json, where the builder writes it and which the
+    #: schema stage declares). Its builder facts go into feature_metadata.json.
     summary_path: str | None = None
     #: Optional tuning split scored every epoch (tuning_* metrics) and selectable on. A
     #: header-only CSV means "no tuning split" (DVC cannot declare an optional file).
@@ -60,6 +68,8 @@ class PathsConfig(_Section):
 
 
 class SplitFractions(_Section):
+    """How the embedded dataset divides its targets among the splits (fractions sum to 1)."""
+
     train: float = Field(0.6, gt=0, lt=1)
     val: float = Field(0.15, gt=0, lt=1)
     val_calib: float = Field(0.1, gt=0, lt=1)
@@ -114,6 +124,8 @@ class DatasetConfig(_Section):
 
 
 class SchemaConfig(_Section):
+    """The ``schema:`` section: how strictly stage ``schema`` checks the graphs it packs."""
+
     verify_manifest: bool = True
     allow_missing_graphs: bool = False  # True: drop label rows without a graph, report them
     manifest_ignore_metadata: bool = False  # True: skip the manifest's `metadata` digests
@@ -122,16 +134,26 @@ class SchemaConfig(_Section):
 
 
 class EdgeSchemaConfig(_Section):
+    """Edge-feature handling of the network (``use_layer_norm``: LayerNorm after the edge
+    encoder's linear layer).
+    """
+
     use_layer_norm: bool = True
 
 
 class FeatureMaskConfig(_Section):
+    """Which feature columns a model sees: a mask file (e.g. FLT's) and the kinds it governs
+    (:mod:`graphqa.mask`); ``strict`` refuses column names the schema does not have.
+    """
+
     path: str | None = None
     apply_to: list[Literal["node", "edge", "topology"]] = ["node", "edge", "topology"]
     strict: bool = True
 
 
 class ModelConfig(_Section):
+    """The network's architecture, and which scorer family the pipeline ships."""
+
     hidden_dim: int = Field(64, ge=4)
     num_layers: int = Field(2, ge=1)
     attention_head: int = Field(4, ge=1)
@@ -148,12 +170,16 @@ class ModelConfig(_Section):
 
 
 class DataloaderConfig(_Section):
+    """Mini-batching of training; ``seed`` seeds the run (RNGs and the epoch shuffle)."""
+
     batch_size: int = Field(32, ge=1)
     num_workers: int = Field(0, ge=0)
     seed: int = 222
 
 
 class TrainerConfig(_Section):
+    """Lightning ``Trainer`` settings, plus the torch thread count and ``torch.compile``."""
+
     accelerator: str = "cpu"
     devices: int | str = 1
     strategy: str = "auto"
@@ -168,12 +194,16 @@ class TrainerConfig(_Section):
 
 
 class OptimizerConfig(_Section):
+    """The optimizer (Adam or AdamW) of every training run."""
+
     name: Literal["adam", "adamw"] = "adamw"
     learning_rate: float = Field(0.003, gt=0)
     weight_decay: float = Field(0.0, ge=0)
 
 
 class SchedulerConfig(_Section):
+    """Learning-rate schedule: reduce on a ``val_loss`` plateau, or none."""
+
     type: Literal["reduce_on_plateau", "none"] = "reduce_on_plateau"
     factor: float = Field(0.4, gt=0, lt=1)
     patience: int = Field(5, ge=0)
@@ -181,12 +211,18 @@ class SchedulerConfig(_Section):
 
 
 class EarlyStoppingConfig(_Section):
+    """Stop a run once ``selection_metric`` has not improved for ``patience`` epochs."""
+
     enabled: bool = True
     patience: int = Field(10, ge=1)
     min_delta: float = Field(0.0, ge=0)
 
 
 class LossConfig(_Section):
+    """Training loss: MSE plus, with ``ranking_weight`` > 0, a pairwise hinge ranking loss
+    over decoys of the same target.
+    """
+
     ranking_weight: float = Field(0.0, ge=0)
     ranking_margin: float = Field(0.0, ge=0)
 
@@ -224,6 +260,10 @@ class ShortlistConfig(_Section):
 
 
 class SelectionConfig(_Section):
+    """How checkpoints and runs are ranked: the ``selection_metric`` formula, the hit-rate
+    settings and the metric (or shortlist) selection stages rank by.
+    """
+
     use_val_spearman: bool = True
     spearman_min_delta: float = 0.0
     spearman_weight: float = Field(1.0, ge=0)
@@ -296,6 +336,8 @@ class VarianceReductionConfig(_Section):
 
 
 class FinetunePhase1Config(_Section):
+    """Fine-tune phase 1: dotted overrides applied to the sweep winner's params."""
+
     overrides: dict[str, Any] = {
         "optimizer.learning_rate": 0.001,
         "scheduler.patience": 8,
@@ -304,23 +346,31 @@ class FinetunePhase1Config(_Section):
 
 
 class FinetunePhase2Config(_Section):
+    """Fine-tune phase 2: one run per seed from ``resume_from``, with its own overrides."""
+
     seeds: list[int] = [101, 555, 888]
     resume_from: Literal["sweep_best", "phase1_best"] = "sweep_best"
     overrides: dict[str, Any] = {"optimizer.learning_rate": 0.001, "trainer.max_epochs": 10}
 
 
 class FinetuneConfig(_Section):
+    """Both fine-tuning phases; ``enabled: false`` makes their stages write skipped runs."""
+
     enabled: bool = True
     phase1: FinetunePhase1Config = FinetunePhase1Config()
     phase2: FinetunePhase2Config = FinetunePhase2Config()
 
 
 class LoggingConfig(_Section):
+    """Console progress of training runs and Lightning's logging interval."""
+
     progress: Literal["compact", "bar", "none"] = "compact"
     log_every_n_steps: int = Field(10, ge=1)
 
 
 class MlflowConfig(_Section):
+    """Optional MLflow logging of training runs, outside the DVC-tracked run folders."""
+
     enabled: bool = False
     tracking_uri: str = "./mlruns"
     experiment: str = "graphqa"
@@ -394,12 +444,14 @@ class CalibrationConfig(_Section):
     threshold_criterion: Literal["f1", "mcc"] = "f1"
     coverage: float = Field(0.9, gt=0, lt=1)
     #: How an interval's width scales per model: sqrt(p(1-p)) + floor, the spread of its
-    #: target's predictions, or constant (see graphqa.calibrate.grouped_conformal_quantile).
+    #: target's predictions, or constant (see graphqa.maths.calibration.grouped_conformal_quantile).
     interval_scale: Literal["none", "pvar", "target_spread"] = "pvar"
     reliability_bins: int = Field(10, ge=2)
 
 
 class EvaluateConfig(_Section):
+    """Stage ``evaluate``: scoring batch size and the bootstrap behind the test intervals."""
+
     batch_size: int = Field(64, ge=1)
     bootstrap_resamples: int = Field(2000, ge=100)  # resamples of test targets for 95 % CIs
     bootstrap_seed: int = 0
@@ -428,6 +480,10 @@ class TreesConfig(_Section):
 
 
 class Params(_Section):
+    """The whole of ``params.yaml``, one attribute per section (``schema`` is
+    ``schema_check`` in Python).
+    """
+
     paths: PathsConfig = PathsConfig()
     dataset: DatasetConfig = DatasetConfig()
     schema_check: SchemaConfig = Field(SchemaConfig(), alias="schema")

@@ -18,7 +18,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from graphqa.config import ConfigError, Params, apply_overrides, parse_override, set_dotted
+from graphqa.files import write_text_atomic
 
 Layout = Literal["structured", "flat"]
 
@@ -128,10 +128,27 @@ class Rule:
 
 
 def to(new: str, convert: Converter | None = None) -> Rule:
+    """Table entry for an old key that maps onto graphqa's ``new`` key.
+
+    Args:
+        new: the dotted graphqa key.
+        convert: turns the old value into graphqa's (value, note); ``None`` copies it.
+
+    Returns:
+        The rule.
+    """
     return Rule(new=new, convert=convert)
 
 
 def gone(why: str) -> Rule:
+    """Table entry for an old key graphqa has no equivalent of, so the import can say why.
+
+    Args:
+        why: the reason shown to the user.
+
+    Returns:
+        The rule (``new`` is None).
+    """
     return Rule(new=None, why=why)
 
 
@@ -309,6 +326,8 @@ def detect_layout(raw: Mapping[str, Any]) -> Layout:
 
 @dataclass(frozen=True)
 class Mapped:
+    """An old key carried over: its graphqa key, the converted value and a note (if any)."""
+
     old: str
     new: str
     value: Any
@@ -321,6 +340,8 @@ class Mapped:
 
 @dataclass(frozen=True)
 class Dropped:
+    """An old key with no graphqa equivalent, and why, so the import can list it."""
+
     old: str
     why: str
 
@@ -501,6 +522,16 @@ Origins = dict[str, tuple[Path, str, Any]]
 
 @dataclass(frozen=True)
 class JobImport:
+    """One sweep-manifest job as graphqa sees it: a seed plus a variant of dotted overrides.
+
+    Attributes:
+        name: the job's name in the manifest.
+        seed: its ``dataloader.seed``.
+        variant: the sweep variant it joins (``base`` when it changes nothing but the seed).
+        overrides: what differs from the imported config, in graphqa keys.
+        origins: graphqa key -> (file, old key, old value), for error messages.
+    """
+
     name: str
     seed: int
     variant: str
@@ -518,6 +549,8 @@ class JobImport:
 
 @dataclass
 class SweepImport:
+    """A whole sweep manifest, imported: its jobs and the keys dropped on the way."""
+
     manifest: Path
     jobs: list[JobImport]
     dropped: list[Dropped]
@@ -889,7 +922,7 @@ def import_config(
     for path, value in overlay:  # what graphqa will read back is what was mapped
         if not _same(_get_path(plain, path), value):
             raise ConfigImportError(out, ".".join(path), f"{value!r} after writing YAML")
-    _validate(plain, mapping, sweep, base_label)
+    _validated_params(plain, mapping, sweep, base_label)
 
     written = bool(changed) and not dry_run
     if written:
@@ -897,7 +930,7 @@ def import_config(
     return ImportReport(mapping, base_path, out, sweep, changed, written)
 
 
-def _validate(
+def _validated_params(
     plain: dict[str, Any], mapping: ConfigMapping, sweep: SweepImport | None, base: Path
 ) -> None:
     """graphqa's own schema on the result, and on the result with each variant applied."""
@@ -915,21 +948,3 @@ def _validate(
             Params.model_validate(apply_overrides(plain, job.overrides))
         except ValidationError as err:
             raise _explain(err, sweep.manifest, job.origins) from None
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a sibling temp file and rename it over ``path``: readers (and DVC) never see a
-    half-written params file, and a crash leaves the old one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -10,14 +10,9 @@ one reader serves both.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import pickle
 import re
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,25 +83,50 @@ def load_graph(path: str | Path) -> Data:
 
 
 def save_graph(data: Data, path: str | Path) -> None:
+    """Write one graph file as a graph builder would (the embedded dataset uses it).
+
+    Args:
+        data: the graph.
+        path: the ``.pt`` file to write.
+    """
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     torch.save(data, path)
 
 
-def read_json(path: str | Path) -> Any:
+def read_json(path: str | Path, what: str | None = None) -> Any:
+    """Parse a JSON file; every way it can be bad is one contract error naming the file.
+
+    The one JSON reader of graphqa's own files: stage inputs, run summaries, bundle files
+    (:func:`graphqa.report.read_json_or_note` turns its errors into notes instead).
+
+    Args:
+        path: the file.
+        what: what the file holds, for the message (``the calibration policy``).
+
+    Returns:
+        The parsed value.
+
+    Raises:
+        DataContractError: the file is missing or unreadable, not UTF-8 or not valid JSON
+            (key ``<file>``).
+    """
+    path = Path(path)
+    about = f" ({what})" if what else ""
     try:
-        return json.loads(Path(path).read_text())
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataContractError(path, "<file>", f"a JSON file{about}", "no such file") from None
+    except OSError as exc:
+        got = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+        raise DataContractError(path, "<file>", f"a JSON file{about}", got) from None
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataContractError(
+            path, "<file>", f"UTF-8 JSON text{about}", f"an undecodable byte at offset {exc.start}"
+        ) from None
     except json.JSONDecodeError as exc:
-        raise DataContractError(path, "<file>", "valid JSON", str(exc)) from None
-
-
-def dump_json(obj: Any) -> str:
-    """Stable JSON text: sorted keys, fixed indent, trailing newline (byte-stable outputs)."""
-    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(dump_json(obj))
+        raise DataContractError(path, "<file>", f"valid JSON{about}", str(exc)) from None
 
 
 def list_graph_files(graph_dir: str | Path) -> dict[str, Path]:
@@ -129,42 +149,3 @@ class GraphRecord:
     target: str
     dockq: float
     capri: str
-
-
-@contextmanager
-def atomic_dir(final: str | Path) -> Iterator[Path]:
-    """Write a folder's contents in a temporary sibling and swap it in only on success.
-
-    A failing stage therefore leaves either the previous complete folder or none at all.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the swapped-in folder should not be
-    try:
-        yield tmp
-    except BaseException:
-        _rmtree(tmp)
-        raise
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        _rmtree(old)
-    else:
-        os.replace(tmp, final)
-
-
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def sha256_file(path: str | Path) -> str:
-    """sha256 of a file's bytes, read in chunks (checkpoints can be large)."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

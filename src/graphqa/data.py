@@ -19,6 +19,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.loader import DataLoader
 
 from graphqa.contract import DataContractError, GraphRecord
+from graphqa.layout import packed_path
 
 PACKED_FORMAT = "graphqa.packed/1"
 SPLITS = ("train", "val", "val_calib", "test")
@@ -137,10 +138,6 @@ def pack_graphs(records: Sequence[GraphRecord], graphs: Sequence[Data]) -> Packe
         edge_ptr=torch.cat([zero, torch.tensor(edge_counts, dtype=torch.int64).cumsum(0)]),
         y=torch.tensor([r.dockq for r in records], dtype=torch.float32),
     )
-
-
-def packed_path(packed_dir: str | Path, split: str) -> Path:
-    return Path(packed_dir) / f"{split}.pt"
 
 
 class EpochShuffleSampler(Sampler[int]):

@@ -44,10 +44,9 @@ from graphqa.contract import (
     GRAPH_METADATA,
     NODE_COLUMNS,
     TOPOLOGY_COLUMNS,
-    atomic_dir,
     save_graph,
-    write_json,
 )
+from graphqa.files import atomic_dir, write_json
 from graphqa.manifest import manifest_entry
 
 BASIC_COLUMNS = [
@@ -116,6 +115,11 @@ _NODE_NOISE = 0.6  # per-node noise (in component units) of topology columns
 
 
 def topology_columns() -> list[str]:
+    """Names of the topology node columns, ``<slot>.h<dim>.<statistic>``, in file order.
+
+    Returns:
+        One name per topology slot, homology dimension and statistic.
+    """
     return [f"{slot}.{suffix}" for slot in TOPOLOGY_SLOTS for suffix in TOPOLOGY_COLUMN_SUFFIXES]
 
 
@@ -125,6 +129,14 @@ def count_columns(n: int) -> list[str]:
 
 
 def node_columns(n_counts: int = 0) -> list[str]:
+    """Names of all node columns in file order: basic, then count, then topology columns.
+
+    Args:
+        n_counts: how many count columns (``dataset.count_columns``).
+
+    Returns:
+        The column names.
+    """
     return BASIC_COLUMNS + count_columns(n_counts) + topology_columns()
 
 
@@ -163,6 +175,14 @@ def dockq_bimodal(z: np.ndarray) -> np.ndarray:
 
 
 def capri_class(dockq: float) -> str:
+    """The CAPRI class a DockQ value falls in, for the label CSVs' ``capri`` column.
+
+    Args:
+        dockq: a DockQ value in [0, 1].
+
+    Returns:
+        ``High`` (>= 0.80), ``Medium`` (>= 0.49), ``Acceptable`` (>= 0.23) or ``Incorrect``.
+    """
     if dockq >= 0.80:
         return "High"
     if dockq >= 0.49:
@@ -454,10 +474,23 @@ def _frame(plan: _Plan) -> pd.DataFrame:
     )[plan.kept]
 
 
-def generate_dataset(*, cfg: DatasetConfig, out_dir: str | Path) -> dict[str, Any]:
-    """Write graphs, sidecars, the builder summary, label CSVs and ``ground_truth.json``.
+def dataset_stage(*, cfg: DatasetConfig, out_dir: str | Path) -> dict[str, Any]:
+    """Stage worker for ``dataset``: generate the embedded synthetic dataset as a graph
+    builder would lay it out, so every later stage runs as on real builder output.
 
-    Returns the ground-truth summary. The folder is swapped in atomically.
+    Reads nothing (everything follows from ``cfg``). Writes ``out_dir``, swapped in atomically:
+    ``graphs/<TARGET>/<MODEL>.pt`` (train graphs of targets cut by ``train_models_cap`` are
+    left out), ``graphs/{graph_metadata.json, node_columns.json, edge_columns.json,
+    topology_columns.json, graph_manifest.json}``, ``graph_builder_summary.json``,
+    ``labels/{train,val,val_calib,test,tuning}.csv`` (``tuning.csv`` header-only without
+    tuning targets) and ``ground_truth.json`` (the hidden label recipe).
+
+    Args:
+        cfg: the ``dataset:`` params section.
+        out_dir: the stage's output folder.
+
+    Returns:
+        The content of ``ground_truth.json``.
     """
     plan = _plan(cfg)
     decoys, rng, count_rng, kept = plan.decoys, plan.rng, plan.count_rng, plan.kept

@@ -12,11 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from graphqa.contract import atomic_dir, write_json
-from graphqa.select import MODEL_CARD, WINNER_FILES, copy_winner
+from graphqa.files import atomic_dir, write_json
+from graphqa.selection import MODEL_CARD, WINNER_FILES, copy_winner
 
 
-def choose_final_model(
+def final_model_stage(
     *,
     adopt_flt: bool,
     final_selection_dir: str | Path,
@@ -24,8 +24,25 @@ def choose_final_model(
     retrain_root: str | Path,
     out_dir: str | Path,
 ) -> dict[str, Any]:
-    """Copy the shipped model's files to ``out_dir`` and write ``model.json`` saying which
-    model it is and why."""
+    """Stage worker for ``final_model``: put the shipped model's files in one place, with a
+    card saying which model it is and why, so calibration, bundle and evaluation read one path.
+
+    Reads ``recommendation_path`` and ``<final_selection_dir>/selection.json``, then the
+    source's ``summary.json``, ``feature_metadata.json`` and checkpoint: with ``adopt_flt``
+    the recommended retrain ``<retrain_root>/<run>/`` (``checkpoints/best.ckpt``), otherwise
+    ``<final_selection_dir>/winner/`` (``model.ckpt``). Writes into ``out_dir`` (atomic
+    swap): ``model.ckpt``, ``summary.json``, ``feature_metadata.json`` and ``model.json``.
+
+    Args:
+        adopt_flt: ``flt.adopt``: ship the recommended FLT retrain instead of the winner.
+        final_selection_dir: stage ``final_selection``'s folder.
+        recommendation_path: stage ``flt_summary``'s ``recommendation.json``.
+        retrain_root: the folder of the FLT retrains (``runs/flt_retrain``).
+        out_dir: the stage's output folder.
+
+    Returns:
+        The content of ``model.json`` (model, reason, FLT's recommended keep fraction).
+    """
     final_selection_dir = Path(final_selection_dir)
     recommendation = json.loads(Path(recommendation_path).read_text())
     keep = recommendation["keep_fraction"]

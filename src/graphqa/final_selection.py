@@ -3,12 +3,12 @@
 A fine-tune starts from the sweep winner's weights and is scored on the same few val targets,
 so a better point value is mostly noise. Each fine-tuned run (and its averaged model, when it
 has one) is compared with the sweep winner *per val target* on the per-target analogue of the
-ranking metric (:mod:`graphqa.evidence`), and adopted only if the bootstrap interval over
+ranking metric (:mod:`graphqa.maths.evidence`), and adopted only if the bootstrap interval over
 targets of the difference excludes zero on the better side. Among adopted fine-tunes the usual
-rule (:func:`graphqa.select.choose`) picks one; with none adopted the sweep winner stays.
+rule (:func:`graphqa.selection.choose`) picks one; with none adopted the sweep winner stays.
 ``selection.json`` records the evidence behind every verdict.
 
-(Its own module, not :mod:`graphqa.select`: scoring checkpoints pulls in the network code, and
+(Its own module, not :mod:`graphqa.selection`: scoring checkpoints pulls in the network code, and
 the fine-tune stages, which import ``select``, must not rerun when the evidence code changes.)
 """
 
@@ -20,25 +20,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from graphqa.config import Params
 from graphqa.data import PackedSplit
-from graphqa.evidence import (
+from graphqa.layout import SchemaPaths
+from graphqa.maths.evidence import (
     ANALOGUE_DIRECTION,
     ANALOGUE_LABEL,
     analogue_of,
     better,
     mean_difference,
     per_target,
-    split_predictions,
 )
-from graphqa.metrics import (
+from graphqa.maths.metrics import (
     BOOTSTRAP_LEVEL,
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
     resample_targets,
 )
-from graphqa.select import (
+from graphqa.scoring import split_predictions
+from graphqa.selection import (
     WINNER_DIR,
     Candidate,
     choose,
@@ -103,7 +105,7 @@ def finetune_evidence(
     return evidence
 
 
-def select_final(
+def final_selection_stage(
     *,
     params: Params,
     selection_dir: str | Path,
@@ -111,10 +113,31 @@ def select_final(
     schema_dir: str | Path,
     out_dir: str | Path,
 ) -> dict[str, Any]:
-    """Stage worker: the model the rest of the pipeline uses, among the sweep winner and every
-    fine-tuned run (skipped phases are ignored); its files go to ``winner/``."""
-    import torch
+    """Stage worker for ``final_selection``: pick the model the rest of the pipeline uses,
+    among the sweep winner and every fine-tuned run (skipped phases are ignored).
 
+    Reads ``<selection_dir>/selection.json``, ``<selection_dir>/winner/{summary.json,
+    model.ckpt}``, each fine-tune's ``summary.json`` and checkpoint (``checkpoints/best.ckpt``
+    or the averaged one), the chosen model's ``feature_metadata.json`` (copied) and, when a
+    fine-tune finished, ``<schema_dir>/packed/val.pt``. Writes into
+    ``out_dir``: ``selection.json`` (winner, reason, per-fine-tune evidence, ranked table),
+    ``leaderboard.csv``, ``metrics.json`` and ``winner/{model.ckpt,summary.json,
+    feature_metadata.json}``.
+
+    Args:
+        params: the params (``selection`` section; ``trainer.num_threads``).
+        selection_dir: stage ``selection``'s folder.
+        finetune_dirs: candidate name (``finetune_phase1``, ``finetune_phase2/<seed>``) ->
+            its run folder.
+        schema_dir: stage ``schema``'s folder.
+        out_dir: the stage's output folder.
+
+    Returns:
+        The content of ``selection.json``.
+
+    Raises:
+        FileNotFoundError: the sweep winner's folder holds no finished run.
+    """
     cfg = params.selection
     sweep = json.loads((Path(selection_dir) / "selection.json").read_text())
     reference = winner_candidate(Path(selection_dir) / WINNER_DIR, sweep["winner"])
@@ -129,7 +152,7 @@ def select_final(
     evidence: list[dict[str, Any]] = []
     if finetunes:
         torch.set_num_threads(params.trainer.num_threads)
-        val = PackedSplit.load(Path(schema_dir) / "packed" / "val.pt")
+        val = PackedSplit.load(SchemaPaths(Path(schema_dir)).packed("val"))
         evidence = finetune_evidence(
             reference=reference, finetunes=finetunes, metric=metric, val=val, params=params
         )

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from graphqa.config import Params, parse_params
-from graphqa.contract import write_json
-from graphqa.select import WINNER_DIR
-from graphqa.train import train_run
+from graphqa.files import write_json
+from graphqa.layout import FEATURE_METADATA, SUMMARY, RunPaths
+from graphqa.selection import WINNER_DIR
+from graphqa.train import train_stage
 
 
 def write_skipped(out_dir: str | Path, reason: str) -> dict[str, Any]:
@@ -30,7 +31,7 @@ def write_skipped(out_dir: str | Path, reason: str) -> dict[str, Any]:
     (out_dir / "checkpoints" / "SKIPPED").write_text(reason + "\n")
     (plots / "selection_metric.tsv").write_text("step\tselection_metric\n")
     summary = {"skipped": True, "reason": reason}
-    for name in ("summary.json", "feature_metadata.json"):
+    for name in (SUMMARY, FEATURE_METADATA):
         write_json(out_dir / name, summary)
     write_json(out_dir / "metrics.json", {})
     write_json(out_dir / "dvclive" / "metrics.json", {})
@@ -39,12 +40,14 @@ def write_skipped(out_dir: str | Path, reason: str) -> dict[str, Any]:
 
 
 def resume_checkpoint(
-    phase: int, resume_from: str, selection_dir: str | Path, phase1_dir: str | Path
+    phase: int, resume_from: str, selection_dir: str | Path, phase1_dir: str | Path | None
 ) -> Path:
     """Checkpoint a phase starts from: the sweep winner's copy in ``<selection>/winner/``, or
     phase 1's best for ``phase1_best``."""
     if phase == 2 and resume_from == "phase1_best":
-        ckpt = Path(phase1_dir) / "checkpoints" / "best.ckpt"
+        if phase1_dir is None:
+            raise ValueError("finetune.phase2.resume_from is phase1_best: give --phase1-dir")
+        ckpt = RunPaths(Path(phase1_dir)).checkpoints / "best.ckpt"
         if not ckpt.exists():
             raise FileNotFoundError(
                 f"{ckpt}: finetune.phase2.resume_from is phase1_best but "
@@ -54,20 +57,45 @@ def resume_checkpoint(
     return Path(selection_dir) / WINNER_DIR / "model.ckpt"
 
 
-def finetune_run(
+def finetune_stage(
     *,
     params: Params,
     phase: Literal[1, 2],
     seed: int | None,
     selection_dir: str | Path,
-    phase1_dir: str | Path,
+    phase1_dir: str | Path | None,
     schema_dir: str | Path,
     out_dir: str | Path,
 ) -> dict[str, Any]:
-    """Stage worker for ``finetune_phase1`` and ``finetune_phase2@<seed>``."""
+    """Stage worker for ``finetune_phase1`` and ``finetune_phase2@<seed>``: train on from a
+    selected checkpoint's weights with lighter settings, giving final selection candidates.
+
+    Reads ``<selection_dir>/winner/summary.json`` (the winner's params), the start checkpoint
+    (``<selection_dir>/winner/model.ckpt``, or ``<phase1_dir>/checkpoints/best.ckpt`` for
+    phase 2 with ``resume_from: phase1_best``) and what :func:`graphqa.train.train_stage`
+    reads from ``schema_dir``. Writes an ordinary run folder into ``out_dir``
+    (:func:`graphqa.train.train_stage`); with ``finetune.enabled`` false, only placeholders
+    that say the phase was skipped (:func:`write_skipped`).
+
+    Args:
+        params: the params (``finetune`` section; the rest comes from the winner).
+        phase: 1 or 2.
+        seed: phase 2's ``dataloader.seed`` (``None``: the winner's).
+        selection_dir: stage ``selection``'s folder.
+        phase1_dir: phase 1's run folder (needed for ``resume_from: phase1_best``).
+        schema_dir: stage ``schema``'s folder.
+        out_dir: the run folder to write.
+
+    Returns:
+        The run's ``summary.json`` content (``{"skipped": True, ...}`` when disabled).
+
+    Raises:
+        ValueError: ``phase1_best`` without ``phase1_dir``.
+        FileNotFoundError: ``phase1_best`` but phase 1 left no checkpoint.
+    """
     if not params.finetune.enabled:
         return write_skipped(out_dir, "finetune.enabled is false")
-    winner_path = Path(selection_dir) / WINNER_DIR / "summary.json"
+    winner_path = RunPaths(Path(selection_dir) / WINNER_DIR).summary
     winner_summary = json.loads(winner_path.read_text())
     phase_cfg = params.finetune.phase1 if phase == 1 else params.finetune.phase2
     overrides: dict[str, Any] = dict(phase_cfg.overrides)
@@ -79,6 +107,6 @@ def finetune_run(
     start = resume_checkpoint(phase, params.finetune.phase2.resume_from, selection_dir, phase1_dir)
     print(f"finetune phase {phase}: from {start} with {overrides}", flush=True)
     name = f"phase{phase}" + (f"-seed{seed}" if seed is not None else "")
-    return train_run(
+    return train_stage(
         params=run_params, schema_dir=schema_dir, run_dir=out_dir, init_from=start, run_name=name
     )

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -38,11 +36,11 @@ from torch_geometric.data import Data
 from graphqa.contract import (
     GRAPH_MANIFEST,
     DataContractError,
-    dump_json,
     list_graph_files,
     load_graph,
     read_json,
 )
+from graphqa.files import dump_json, write_text_atomic
 
 TENSOR_FIELDS = ("x", "edge_index", "edge_attr", "edge_weight", "batch")
 METADATA_FIELD = "metadata"
@@ -288,21 +286,6 @@ def coverage_problems(
         for key in sorted(set(manifest) - set(on_disk))
     ]
     return problems
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Replace ``path`` in one step, so a crash never leaves a half-written manifest."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------------------------

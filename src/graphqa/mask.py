@@ -17,6 +17,13 @@ from graphqa.schema import FeatureSchema
 
 @dataclass(frozen=True)
 class ResolvedMask:
+    """A feature mask as column indices, which is what the network's input selection takes.
+
+    Attributes:
+        node_keep: indices of the node columns kept (``None``: all).
+        edge_keep: indices of the edge columns kept (``None``: all).
+    """
+
     node_keep: list[int] | None  # None = all columns
     edge_keep: list[int] | None
 

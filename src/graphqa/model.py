@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -11,6 +12,8 @@ from torch import Tensor, nn
 from torch_geometric.nn import AttentionalAggregation, GATv2Conv
 from torch_geometric.nn.pool import global_add_pool, global_max_pool, global_mean_pool
 from torch_geometric.utils import scatter
+
+from graphqa.contract import DataContractError
 
 Pooling = Literal["mean", "max", "add", "sum", "attention", "mean+max", "mean+max+sum"]
 
@@ -107,9 +110,78 @@ class NetConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, obj: dict[str, Any]) -> NetConfig:
-        """Rebuild from :meth:`to_dict`; keys added later (``pooled_skip``) take their
-        defaults, so configs stored in older checkpoints and bundles still load."""
+    def from_dict(cls, obj: Any, source: str | Path = "net config") -> NetConfig:
+        """Rebuild from :meth:`to_dict`, checking every field first.
+
+        Keys added later (``pooled_skip``) take their defaults, so configs stored in older
+        checkpoints and bundles still load.
+
+        Args:
+            obj: the dict (parsed ``model_config.json``, or a checkpoint's ``net_config``).
+            source: the file it came from (a path or a label), for error messages.
+
+        Returns:
+            The config.
+
+        Raises:
+            DataContractError: ``obj`` is not an object; a key is unknown; ``node_dim`` or
+                ``edge_dim`` is missing; a dim, width, layer or head count is not an integer
+                >= 1; ``dropout`` is not a number in [0, 1); ``pooling`` is unknown; a flag is
+                not a boolean; ``node_keep``/``edge_keep`` is neither null nor a list of
+                column indices below the dim.
+        """
+        if not isinstance(obj, dict):
+            raise DataContractError(source, "<file>", "a JSON object of NetConfig fields")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(str(k) for k in obj if k not in known)
+        if unknown:
+            raise DataContractError(
+                source, unknown[0], f"only NetConfig fields ({', '.join(known)})", "unknown key"
+            )
+
+        def whole(value: Any) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        for key in ("node_dim", "edge_dim", "hidden_dim", "num_layers", "heads"):
+            if key not in obj:
+                if key in ("node_dim", "edge_dim"):
+                    raise DataContractError(source, key, "an integer >= 1 (required)", "missing")
+                continue
+            if not whole(obj[key]) or obj[key] < 1:
+                raise DataContractError(source, key, "an integer >= 1", repr(obj[key])[:80])
+        if "dropout" in obj:
+            value = obj["dropout"]
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
+                raise DataContractError(source, "dropout", "a number in [0, 1)", repr(value)[:80])
+        if "pooling" in obj:
+            value = obj["pooling"]
+            known_pooling = isinstance(value, str)
+            if known_pooling:
+                try:
+                    pooling_parts(value)
+                except ValueError:
+                    known_pooling = False
+            if not known_pooling:
+                raise DataContractError(
+                    source,
+                    "pooling",
+                    "mean|max|add|sum|attention or a '+' join of mean|max|sum",
+                    repr(value)[:80],
+                )
+        for key in ("edge_layer_norm", "pooled_skip"):
+            if key in obj and not isinstance(obj[key], bool):
+                raise DataContractError(source, key, "true or false", repr(obj[key])[:80])
+        for key, dim_key in (("node_keep", "node_dim"), ("edge_keep", "edge_dim")):
+            keep, dim = obj.get(key), obj[dim_key]
+            if keep is not None and (
+                not isinstance(keep, list) or not all(whole(i) and 0 <= i < dim for i in keep)
+            ):
+                raise DataContractError(
+                    source,
+                    key,
+                    f"null or a list of column indices in [0, {dim}) ({dim_key})",
+                    repr(keep)[:80],
+                )
         return cls(**obj)
 
 
@@ -253,4 +325,15 @@ class TopoQANet(nn.Module):
 
 
 def build_net(config: NetConfig | dict[str, Any]) -> TopoQANet:
+    """A fresh network, from a config or its stored dict (checkpoints, bundles).
+
+    Args:
+        config: the config, or a dict as :meth:`NetConfig.to_dict` writes it.
+
+    Returns:
+        The network, untrained (standardizers not fitted).
+
+    Raises:
+        DataContractError: ``config`` is a dict that :meth:`NetConfig.from_dict` refuses.
+    """
     return TopoQANet(config if isinstance(config, NetConfig) else NetConfig.from_dict(config))

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import CatMetric, MeanMetric
 
-from graphqa import metrics as qa
+from graphqa.maths import metrics as qa
 from graphqa.model import TopoQANet, build_net
 
 MONITOR = "selection_metric"

@@ -58,6 +58,11 @@ MKL_STRICT_BIT = 0x10000
 
 
 def is_x86_64() -> bool:
+    """Whether this machine is x86-64, the only architecture the numeric pin applies to.
+
+    Returns:
+        True on ``x86_64``/``amd64``.
+    """
     return platform.machine().lower() in {"x86_64", "amd64"}
 
 

@@ -1,10 +1,9 @@
-"""Scoring graph folders with a shipped bundle, the per-target ranking report and the
-``evaluate`` stage.
+"""``graphqa predict``: scoring graph folders with a shipped bundle, and the per-target report.
 
 Graph folders are streamed from disk a batch at a time, so memory does not grow with the
 number of graphs; every graph is validated against the bundle's schema before it is scored.
-Every metric comes from :mod:`graphqa.metrics` (the definitions training uses); ``evaluate``
-adds bootstrap intervals over test targets and the reference rankers of :mod:`graphqa.reference`.
+Every metric comes from :mod:`graphqa.maths.metrics` (the definitions training uses). The
+``evaluate`` stage (:mod:`graphqa.evaluate`) scores the test split through this same code.
 """
 
 from __future__ import annotations
@@ -14,44 +13,39 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from scipy.special import expit
 from torch import Tensor
 from torch_geometric.data import Batch
 
+from graphqa.bundle import Bundle, load_bundle
 from graphqa.contract import (
     DataContractError,
     list_graph_files,
     load_graph,
     target_of,
 )
-from graphqa.metrics import (
-    BOOTSTRAP_LEVEL,
-    BOOTSTRAP_RESAMPLES,
-    BOOTSTRAP_SEED,
+from graphqa.maths.calibration import ConformalInterval, IsotonicCalibration, TemperatureScaling
+from graphqa.maths.metrics import (
     HIT_THRESHOLDS,
     TOP_K,
-    bootstrap_mean,
-    bootstrap_pooled,
     hits_key,
     mae,
     mse,
     pearson,
     per_target_table,
     ranks_within_targets,
-    resample_targets,
     spearman,
-    target_members,
 )
 from graphqa.model import TopoQANet
+from graphqa.module import compiled
+from graphqa.pooled import pooled_batch
 from graphqa.schema import FeatureSchema, match_labels, read_labels, resolve_schema, validate_graph
-
-if TYPE_CHECKING:  # runtime imports stay lazy: `graphqa predict` needs neither
-    from graphqa.bundle import Bundle
-    from graphqa.reference import TreesSettings
+from graphqa.scorer import shipped_scores
 
 # --------------------------------------------------------------------------------------------
 # Graph folders
@@ -73,6 +67,15 @@ def check_schema(expected: FeatureSchema, graph_dir: str | Path) -> FeatureSchem
 
 @dataclass(frozen=True)
 class GraphRef:
+    """One graph file to score, with the names its prediction row carries.
+
+    Attributes:
+        key: ``<TARGET>/<MODEL>`` relative to the graph folder, no suffix.
+        path: the ``.pt`` file.
+        model: the model (decoy) name.
+        target: the target name.
+    """
+
     key: str
     path: Path
     model: str
@@ -175,8 +178,6 @@ class ChunkReader(torch.utils.data.Dataset):
     def __getitem__(
         self, index: int
     ) -> tuple[NetInputs | None, np.ndarray | None, tuple[str, str, str, str | None] | None]:
-        from graphqa.pooled import pooled_batch
-
         try:
             batch = read_batch(self.chunk(index), self.schema)
             features = (
@@ -245,6 +246,15 @@ def default_readers(cores: int | None = None) -> tuple[int, int]:
 
 @torch.no_grad()
 def batch_logits(net: Any, batch: Batch | NetInputs) -> Tensor:
+    """The network's logits for one batch, without gradients, as float64.
+
+    Args:
+        net: the network (or its ``torch.compile`` wrapper).
+        batch: a PyG batch, or a reader process's :class:`NetInputs` as tensors.
+
+    Returns:
+        One logit per graph.
+    """
     return net(batch.x, batch.edge_index, batch.edge_attr, batch.batch, batch.num_graphs).double()
 
 
@@ -267,7 +277,7 @@ def ranking_report(
     thresholds: tuple[float, ...] = HIT_THRESHOLDS,
     top_k: int = TOP_K,
 ) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Per-target table (:func:`graphqa.metrics.per_target_table`) and roll-ups: agreement
+    """Per-target table (:func:`graphqa.maths.metrics.per_target_table`) and roll-ups: agreement
     over all models, means over targets of ranking loss, Spearman and top-k hit counts."""
     pred, true = frame[score].to_numpy(float), frame["dockq"].to_numpy(float)
     targets = per_target_table(pred, true, frame["TARGET"].to_numpy(), thresholds, top_k)
@@ -291,10 +301,6 @@ def ranking_report(
 
 def calibrated(calibration: dict[str, Any], logits: np.ndarray) -> np.ndarray:
     """Apply the bundle's calibration policy to logits."""
-    from scipy.special import expit
-
-    from graphqa.calibrate import IsotonicCalibration, TemperatureScaling
-
     method = calibration["method"]
     if method == "temperature":
         return TemperatureScaling.from_dict(calibration["temperature"]).apply(logits)
@@ -314,10 +320,6 @@ def score_frame(
     """One row per model: each component's score (``pred_gnn``, ``pred_trees``,
     ``pred_blend`` when the bundle has them), the shipped score raw and calibrated, interval,
     acceptable flag, rank. ``logits`` are the shipped score's."""
-    from scipy.special import expit
-
-    from graphqa.calibrate import ConformalInterval
-
     cal = calibrated(calibration, logits)
     targets = np.array([k.target for k in keys], dtype=object)
     low, high = (
@@ -367,10 +369,6 @@ def score_folder(
     ``torch.compile`` (same scores up to float32 rounding; pays off on large folders only);
     ``workers`` reader processes read the files while the network runs (0: read in-process;
     scores are the same either way)."""
-    from scipy.special import expit
-
-    from graphqa.calibrate import ConformalInterval
-
     schema = check_schema(bundle.schema, graph_dir)
     refs, labels = graph_refs(graph_dir, labels_csv)
     net = bundle.net.eval()
@@ -380,8 +378,6 @@ def score_folder(
     features: list[np.ndarray] = []
     with_trees = bundle.trees is not None
     if compile:
-        from graphqa.module import compiled
-
         net = compiled(net)
     reader = ChunkReader(
         refs, schema, batch_size, bundle.schema if pooled or with_trees else None, str(graph_dir)
@@ -393,12 +389,11 @@ def score_folder(
             features.append(chunk_features)
     all_logits = np.concatenate(logits) if logits else np.zeros(0)
     stacked = np.concatenate(features) if features else None
-    if with_trees:
+    trees_pred = None
+    if bundle.trees is not None:
         trees_pred = bundle.trees.predict(stacked) if len(keys) else np.zeros(0)
-        components = bundle.scorer.components(all_logits, trees_pred)
-        shipped = bundle.scorer.shipped_logits(all_logits, trees_pred)
-    else:
-        components, shipped = {"gnn": expit(all_logits)}, all_logits
+    scores = shipped_scores(bundle.scorer, all_logits, trees_pred)
+    components, shipped = scores.components, scores.logits
     seconds = time.perf_counter() - start
     frame = score_frame(
         keys, shipped, bundle.calibration, bundle.thresholds, labels, components=components
@@ -427,258 +422,7 @@ def predict_with_bundle(
     workers: int = 1,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Score a graph folder with a verified bundle; metrics too when labels are given."""
-    from graphqa.bundle import load_bundle
-
     scored = score_folder(
         load_bundle(bundle_dir), graph_dir, labels_csv, batch_size, compile=compile, workers=workers
     )
     return scored.frame, scored.report
-
-
-# --------------------------------------------------------------------------------------------
-# The evaluate stage
-
-#: Metric-name prefix of each ranker in metrics.json: the shipped score keeps the ``test_``
-#: names; each family the bundle carries and the random pick are references beside it.
-RANKER_PREFIX = {
-    "shipped": "test",
-    "gnn": "ref_gnn",
-    "trees": "ref_trees",
-    "blend": "ref_blend",
-    "random": "ref_random",
-}
-
-
-def ranker_summary(
-    ranker: str,
-    table: pd.DataFrame,
-    resamples: np.ndarray,
-    pred: np.ndarray | None = None,
-    true: np.ndarray | None = None,
-    groups: np.ndarray | None = None,
-    level: float = BOOTSTRAP_LEVEL,
-) -> list[dict[str, Any]]:
-    """Headline numbers of one ranker with percentile intervals over resampled targets:
-    means over targets of ranking loss, per-target Spearman and hit counts, and (given
-    per-model predictions) pooled Spearman with whole targets resampled."""
-    rows = []
-    per_target = ["ranking_loss", "spearman"] + [c for c in table.columns if c.startswith("hits_")]
-    for column in per_target:
-        values = table[column].to_numpy(float)
-        low, high = bootstrap_mean(values, resamples, level)
-        name = "spearman_per_target_mean" if column == "spearman" else column
-        value = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
-        rows.append(
-            {"ranker": ranker, "metric": name, "value": value, "ci_low": low, "ci_high": high}
-        )
-    if pred is not None and true is not None and groups is not None:
-        low, high = bootstrap_pooled(spearman, pred, true, groups, resamples, level)
-        rows.append(
-            {
-                "ranker": ranker,
-                "metric": "spearman_pooled",
-                "value": spearman(pred, true),
-                "ci_low": low,
-                "ci_high": high,
-            }
-        )
-        for name, fn in (("mse", mse), ("mae", mae), ("pearson", pearson)):
-            rows.append({"ranker": ranker, "metric": name, "value": fn(pred, true)})
-    return rows
-
-
-def paired_difference(
-    name: str,
-    a: pd.DataFrame,
-    b: pd.DataFrame,
-    column: str,
-    resamples: np.ndarray,
-    level: float = BOOTSTRAP_LEVEL,
-) -> dict[str, Any]:
-    """Mean over targets of ``a - b`` for one per-target column, resampling targets jointly
-    (negative ranking-loss difference: ``a`` picks better models than ``b``)."""
-    diff = a[column].to_numpy(float) - b[column].to_numpy(float)
-    low, high = bootstrap_mean(diff, resamples, level)
-    return {
-        "ranker": name,
-        "metric": column,
-        "value": float(np.nanmean(diff)),
-        "ci_low": low,
-        "ci_high": high,
-    }
-
-
-def _finite_or_none(value: Any) -> Any:
-    """JSON-safe headline value: strings and ints as they are, floats rounded, NaN -> null."""
-    if isinstance(value, str | int | np.integer) or value is None:
-        return value if not isinstance(value, np.integer) else int(value)
-    value = float(value)
-    return round(value, 6) if np.isfinite(value) else None
-
-
-def headline_metrics(summary: pd.DataFrame) -> dict[str, Any]:
-    """The metrics.json subset of the summary table (what ``dvc exp show`` lists)."""
-    wanted = {
-        "shipped": (
-            "ranking_loss",
-            "spearman_pooled",
-            "spearman_per_target_mean",
-            *(hits_key(t) for t in HIT_THRESHOLDS),
-        ),
-        "gnn": ("ranking_loss", "spearman_pooled"),
-        "trees": ("ranking_loss", "spearman_pooled"),
-        "blend": ("ranking_loss", "spearman_pooled"),
-        "random": ("ranking_loss",),
-        "shipped_minus_gnn": ("ranking_loss",),
-        "shipped_minus_trees": ("ranking_loss",),
-    }
-    prefix = {**RANKER_PREFIX, **{k: k for k in wanted if k.startswith("shipped_minus")}}
-    out: dict[str, Any] = {}
-    for row in summary.to_dict("records"):
-        if row["metric"] in wanted.get(row["ranker"], ()):
-            key = f"{prefix[row['ranker']]}_{row['metric']}"
-            out[key] = row["value"]
-            out[f"{key}_ci_low"] = row["ci_low"]
-            out[f"{key}_ci_high"] = row["ci_high"]
-        elif row["ranker"] == "shipped" and row["metric"] in ("mse", "mae", "pearson"):
-            out[f"test_{row['metric']}"] = row["value"]
-    return out
-
-
-def wide_per_target(tables: dict[str, pd.DataFrame], interval_coverage: np.ndarray) -> pd.DataFrame:
-    """One row per target: the shipped score's columns as they are, each reference ranker's
-    beside them with its name as prefix (``trees_ranking_loss``, ``random_hits_023``...), so a
-    chart or ``dvc plots`` can overlay the rankers target by target; plus the shipped interval's
-    coverage of the target's models."""
-    gnn = tables["shipped"]
-    shared = ["TARGET", "n_models", "best_dockq"]
-    wide = gnn.assign(interval_coverage=interval_coverage)
-    for name, table in tables.items():
-        if name == "shipped":
-            continue
-        if not table["TARGET"].equals(gnn["TARGET"]):
-            raise ValueError(f"per-target tables of shipped and {name} list different targets")
-        own = table.drop(columns=shared)
-        wide = pd.concat([wide, own.add_prefix(f"{name}_")], axis=1)
-    return wide
-
-
-def evaluate_bundle(
-    *,
-    bundle_dir: str | Path,
-    graph_dir: str | Path,
-    labels_csv: str | Path,
-    out_dir: str | Path,
-    schema_dir: str | Path,
-    batch_size: int = 64,
-    bins: int = 10,
-    n_resamples: int = BOOTSTRAP_RESAMPLES,
-    seed: int = BOOTSTRAP_SEED,
-    trees: TreesSettings | None = None,
-) -> dict[str, Any]:
-    """Stage ``evaluate``: the bundle on the test split through the same predict code, with
-    bootstrap intervals over test targets and, beside the shipped score, every family the
-    bundle carries (GNN, trees, blend) and the random pick.
-
-    Writes ``metrics.json`` (headline numbers and intervals), ``summary.csv`` (every metric of
-    every ranker with its interval), ``per_target.csv`` (one row per target, all rankers),
-    ``predictions.csv``, ``interval_coverage.csv`` (all models and per DockQ band) and
-    ``reliability.csv``. ``per_target.csv`` holds one row per target: the GNN's columns, then
-    ``gnn_*``, ``trees_*``, ``blend_*`` and ``random_*`` for the references. A bundle without
-    trees (GNN only) gets scikit-learn reference trees fitted on
-    ``<schema_dir>/packed/{train,val}.pt`` instead, and no blend.
-    """
-    from graphqa.bundle import load_bundle
-    from graphqa.calibrate import ConformalInterval, coverage_by_band
-    from graphqa.contract import write_json
-    from graphqa.data import PackedSplit
-    from graphqa.metrics import expected_calibration_error, reliability_curve
-    from graphqa.reference import TreesSettings, fit_trees_on_packed, random_pick_table
-
-    bundle = load_bundle(bundle_dir)
-    scored = score_folder(bundle, graph_dir, labels_csv, batch_size, pooled=True)
-    frame, report = scored.frame, scored.report
-    reference_iters = None
-    if bundle.trees is None:
-        packed = Path(schema_dir) / "packed"
-        train, val = PackedSplit.load(packed / "train.pt"), PackedSplit.load(packed / "val.pt")
-        reference = fit_trees_on_packed(train, val, bundle.schema, trees or TreesSettings())
-        frame["pred_trees"] = reference.predict(scored.pooled)
-        reference_iters = reference.n_iter
-
-    true = frame["dockq"].to_numpy(float)
-    groups = frame["TARGET"].to_numpy()
-    raw, cal = frame["pred_raw"].to_numpy(float), frame["pred_calibrated"].to_numpy(float)
-    preds = {
-        name: frame[f"pred_{name}"].to_numpy(float)
-        for name in ("gnn", "trees", "blend")
-        if f"pred_{name}" in frame
-    }
-    tables = {"shipped": report["per_target"]}
-    tables |= {name: per_target_table(pred, true, groups) for name, pred in preds.items()}
-    tables["random"] = random_pick_table(true, groups)
-    resamples = resample_targets(len(tables["shipped"]), n_resamples, seed)
-    rows = ranker_summary("shipped", tables["shipped"], resamples, cal, true, groups)
-    for name, pred in preds.items():
-        rows += ranker_summary(name, tables[name], resamples, pred, true, groups)
-    rows += ranker_summary("random", tables["random"], resamples)
-    for ref in [*preds, "random"]:
-        rows.append(
-            paired_difference(
-                f"shipped_minus_{ref}", tables["shipped"], tables[ref], "ranking_loss", resamples
-            )
-        )
-    summary = pd.DataFrame(rows, columns=["ranker", "metric", "value", "ci_low", "ci_high"])
-
-    interval = ConformalInterval.from_dict(bundle.calibration["conformal"])
-    bands = coverage_by_band(cal, true, interval.half_widths(cal, groups), groups)
-    covered = (true >= frame["interval_low"].to_numpy()) & (
-        true <= frame["interval_high"].to_numpy()
-    )
-    per_target_cover = np.array([covered[rows].mean() for rows in target_members(groups)[1]])
-    cover_low, cover_high = bootstrap_mean(per_target_cover, resamples)
-
-    metrics: dict[str, Any] = {
-        "shipped_family": bundle.scorer.family,
-        "test_n_targets": len(tables["shipped"]),
-        "test_n_models": len(frame),
-        **headline_metrics(summary),
-        "test_ece_raw": expected_calibration_error(raw, true, bins),
-        "test_ece_calibrated": expected_calibration_error(cal, true, bins),
-        "test_interval_coverage": bands[0]["coverage"],
-        "test_interval_coverage_target_mean": bands[0]["coverage_target_mean"],
-        "test_interval_coverage_target_mean_ci_low": cover_low,
-        "test_interval_coverage_target_mean_ci_high": cover_high,
-        "test_interval_width": bands[0]["mean_width"],
-        "interval_guarantee": interval.guarantee(),
-    }
-    if reference_iters is not None:  # only the fallback reference trees are fitted here
-        metrics["ref_trees_n_iter"] = reference_iters
-    metrics = {k: _finite_or_none(v) for k, v in metrics.items()}
-    per_target = wide_per_target(tables, per_target_cover)
-    reliability = [{"calibration": "raw", **r} for r in reliability_curve(raw, true, bins)]
-    reliability += [{"calibration": "calibrated", **r} for r in reliability_curve(cal, true, bins)]
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    csv = {"index": False, "float_format": "%.6f"}
-    frame.to_csv(out_dir / "predictions.csv", **csv)
-    per_target.to_csv(out_dir / "per_target.csv", **csv)
-    summary.to_csv(out_dir / "summary.csv", **csv)
-    pd.DataFrame([{"split": "test", **row} for row in bands]).to_csv(
-        out_dir / "interval_coverage.csv", **csv
-    )
-    pd.DataFrame(reliability).to_csv(out_dir / "reliability.csv", **csv)
-    write_json(out_dir / "metrics.json", metrics)
-    print(
-        f"evaluate: {len(frame)} test graphs, {metrics['test_n_targets']} targets at "
-        f"{report['graphs_per_s']} graphs/s; shipped {bundle.scorer.family}: ranking loss "
-        f"{metrics['test_ranking_loss']} "
-        f"[{metrics['test_ranking_loss_ci_low']}, {metrics['test_ranking_loss_ci_high']}] vs "
-        f"gnn {metrics['ref_gnn_ranking_loss']}, trees {metrics['ref_trees_ranking_loss']}, "
-        f"blend {metrics.get('ref_blend_ranking_loss')}, "
-        f"random {metrics['ref_random_ranking_loss']}; "
-        f"interval coverage {metrics['test_interval_coverage_target_mean']} "
-        f"({interval.guarantee()})"
-    )
-    return metrics

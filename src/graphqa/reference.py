@@ -21,7 +21,7 @@ from sklearn.base import clone
 from sklearn.ensemble import HistGradientBoostingRegressor
 
 from graphqa.data import PackedSplit
-from graphqa.metrics import HIT_THRESHOLDS, TOP_K, hits_key, mse, target_members
+from graphqa.maths.metrics import HIT_THRESHOLDS, TOP_K, hits_key, mse, target_members
 from graphqa.pooled import pooled_split
 from graphqa.schema import FeatureSchema
 
@@ -32,7 +32,7 @@ def random_pick_table(
     thresholds: Sequence[float] = HIT_THRESHOLDS,
     top_k: int = TOP_K,
 ) -> pd.DataFrame:
-    """Exact expectations of :func:`graphqa.metrics.per_target_table` under a uniformly random
+    """Exact expectations of :func:`graphqa.maths.metrics.per_target_table` under a uniformly random
     ranking of each target's models (same columns; hits are expected counts, so fractional)."""
     true = np.asarray(true, dtype=np.float64)
     targets, members = target_members(groups)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -34,9 +35,10 @@ from graphqa.contract import (
     read_json,
     target_of,
 )
+from graphqa.data import TUNING_SPLIT, pack_graphs
+from graphqa.files import atomic_dir, write_json
+from graphqa.layout import SchemaPaths
 from graphqa.manifest import coverage_problems, manifest_key, read_manifest, verify_entry
-
-FEATURE_METADATA = "feature_metadata.json"
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,56 @@ class FeatureSchema:
 
     @classmethod
     def load(cls, path: str | Path) -> FeatureSchema:
-        return cls.from_json(read_json(path))
+        """Read a schema written by :meth:`to_json` (``feature_metadata.json``).
+
+        Args:
+            path: the file.
+
+        Returns:
+            The schema.
+
+        Raises:
+            DataContractError: the file is not JSON or not an object; ``node``, ``edge`` or
+                ``topology`` is not an object whose ``columns`` is a list of names (and whose
+                ``dim``, when given, is their number); a module is neither null nor a name;
+                ``edge.aliases`` is not a list of names; ``module_registry``, ``builder`` or
+                ``builder_summary`` is not an object; ``source`` is not a string.
+        """
+        obj = read_json(path)
+        if not isinstance(obj, dict):
+            raise DataContractError(path, "<file>", "a JSON object (a feature schema)")
+
+        def names(value: Any) -> bool:
+            return isinstance(value, list) and all(isinstance(c, str) for c in value)
+
+        for kind in ("node", "edge", "topology"):
+            block = obj.get(kind)
+            if not isinstance(block, dict):
+                got = "missing" if kind not in obj else repr(block)[:80]
+                raise DataContractError(path, kind, "an object {dim, columns}", got)
+            columns = block.get("columns")
+            if not names(columns):
+                got = "missing" if "columns" not in block else repr(columns)[:80]
+                raise DataContractError(path, f"{kind}.columns", "a list of column names", got)
+            dim = block.get("dim", len(columns))
+            if isinstance(dim, bool) or dim != len(columns):
+                raise DataContractError(
+                    path, f"{kind}.dim", f"{len(columns)} (the number of {kind}.columns)", repr(dim)
+                )
+            module = block.get("module")
+            if module is not None and not isinstance(module, str):
+                raise DataContractError(
+                    path, f"{kind}.module", "null or a module name", repr(module)[:80]
+                )
+        aliases = obj["edge"].get("aliases")
+        if aliases is not None and not names(aliases):
+            raise DataContractError(path, "edge.aliases", "a list of names", repr(aliases)[:80])
+        for key in ("module_registry", "builder", "builder_summary"):
+            if obj.get(key) is not None and not isinstance(obj[key], dict):
+                raise DataContractError(path, key, "null or an object", repr(obj[key])[:80])
+        if not isinstance(obj.get("source", GRAPH_METADATA), str):
+            raise DataContractError(path, "source", "a string", repr(obj["source"])[:80])
+        return cls.from_json(obj)
 
     def diff(self, other: FeatureSchema) -> list[str]:
         """Human-readable differences that would make a model trained on one unusable on
@@ -253,28 +304,40 @@ def resolve_schema(
 ) -> FeatureSchema:
     """Schema of a graph folder: the metadata sidecar if present, else the graphs.
 
-    ``metadata_path`` (``paths.metadata_path``): the sidecar (it must exist), or a folder to
-    look for one in (absent means inspection). Left null it is ``<graph_dir>``. A DVC pipeline
-    names it explicitly so the stage can declare it; a folder without metadata says "inspect".
+    ``metadata_path`` (``paths.metadata_path``) as :func:`find_graph_metadata` resolves it.
     """
     graph_dir = Path(graph_dir)
-    if metadata_path is not None:
-        path = Path(metadata_path)
-        if path.is_dir():
-            path = path / GRAPH_METADATA
-            if not path.is_file():
-                return _schema_from_graphs(graph_dir, graph_files or list_graph_files(graph_dir))
-        if not path.is_file():
-            raise DataContractError(
-                path,
-                "paths.metadata_path",
-                f"an existing {GRAPH_METADATA}, a folder to look in, or null (<graph_dir>)",
-                "no such file",
-            )
+    path = find_graph_metadata(graph_dir, metadata_path)
+    if path is not None:
         return _schema_from_metadata(graph_dir, path)
-    if (graph_dir / GRAPH_METADATA).exists():
-        return _schema_from_metadata(graph_dir, graph_dir / GRAPH_METADATA)
     return _schema_from_graphs(graph_dir, graph_files or list_graph_files(graph_dir))
+
+
+def find_graph_metadata(
+    graph_dir: str | Path, metadata_path: str | Path | None = None
+) -> Path | None:
+    """The ``graph_metadata.json`` the schema comes from, or None (read it off the graphs).
+
+    Null (the default) follows the graph folder: ``<graph_dir>/graph_metadata.json`` when
+    present, a file inside ``paths.graph_dir`` (which the ``schema`` stage declares). Set, it
+    wins: a file must exist; a folder is looked in (no sidecar there means inspection).
+    """
+    if metadata_path is None:
+        path = Path(graph_dir) / GRAPH_METADATA
+        return path if path.exists() else None
+    path = Path(metadata_path)
+    if path.is_dir():
+        path = path / GRAPH_METADATA
+        return path if path.is_file() else None
+    if not path.is_file():
+        raise DataContractError(
+            path,
+            "paths.metadata_path",
+            f"an existing {GRAPH_METADATA}, a folder to look in, or null "
+            f"(<graph_dir>/{GRAPH_METADATA})",
+            "no such file",
+        )
+    return path
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,17 +355,24 @@ _SUMMARY_DIMS = {
 }
 
 
+def summary_beside(graph_dir: str | Path) -> Path:
+    """``<graph_dir>/../graph_builder_summary.json``: where a graph builder writes its run
+    summary (next to ``graph_data/``). dvc.yaml's ``schema`` stage declares this very path,
+    normalised the way DVC does (lexically, like ``os.path.abspath``)."""
+    return Path(os.path.normpath(os.path.join(graph_dir, os.pardir, BUILDER_SUMMARY)))
+
+
 def find_builder_summary(
     graph_dir: str | Path, summary_path: str | Path | None = None
 ) -> Path | None:
     """The ``graph_builder_summary.json`` to use (``paths.summary_path``), or None.
 
-    A file is used as is; a folder is searched (absent is fine); null auto-discovers it in the
-    graph folder, then its parent (the builder writes it next to ``graph_data/``).
+    A file is used as is; a folder is searched (absent is fine); null (the default) follows the
+    graph folder: the summary inside it, else :func:`summary_beside` it, where the builder
+    writes it (both are declared inputs of the ``schema`` stage).
     """
     if summary_path is None:
-        graph_dir = Path(graph_dir)
-        candidates = [graph_dir / BUILDER_SUMMARY, graph_dir.parent / BUILDER_SUMMARY]
+        candidates = [Path(graph_dir) / BUILDER_SUMMARY, summary_beside(graph_dir)]
         return next((p for p in candidates if p.is_file()), None)
     path = Path(summary_path)
     if path.is_dir():
@@ -544,7 +614,7 @@ def _manifest_coverage(
     }
 
 
-def check_dataset(
+def schema_stage(
     *,
     graph_dir: str | Path,
     label_files: dict[str, str],
@@ -555,16 +625,37 @@ def check_dataset(
     metadata_path: str | Path | None = None,
     summary_path: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Resolve the schema, validate every labelled graph and pack each split.
+    """Stage worker for ``schema``: resolve the schema, validate every labelled graph and pack
+    each split, so training never reads a graph that does not fit the schema.
 
-    Writes ``feature_metadata.json``, ``dataset_coverage.json`` and ``packed/<split>.pt`` into
-    ``out_dir`` only if everything validates (atomic swap); returns the coverage report.
     With ``verify_manifest`` the manifest must exist, list exactly the graphs on disk (graphs
     listed but missing are tolerated only with ``allow_missing_graphs``) and match every graph
     that is packed; ``manifest_ignore_metadata`` skips the ``metadata`` digests on purpose.
+
+    Reads the label CSVs in ``label_files``, the labelled graphs among the ``.pt`` files below
+    ``graph_dir``, the ``graph_metadata.json`` :func:`find_graph_metadata` finds (none:
+    the first graph's dims), ``<graph_dir>/{node,edge,topology}_columns.json`` when present,
+    the ``graph_builder_summary.json`` :func:`find_builder_summary` finds and, with
+    ``verify_manifest``, ``<graph_dir>/graph_manifest.json``. Writes into ``out_dir``, only if
+    everything validates (atomic swap): ``feature_metadata.json``, ``dataset_coverage.json``
+    and ``packed/<split>.pt`` per split (``tuning`` only when its CSV has rows).
+
+    Args:
+        graph_dir: the folder of ``.pt`` graphs (``paths.graph_dir``).
+        label_files: split name -> label CSV (:meth:`graphqa.config.PathsConfig.label_files`).
+        out_dir: the stage's output folder.
+        verify_manifest: check every packed graph against the builder's manifest.
+        allow_missing_graphs: drop label rows without a graph (reported) instead of failing.
+        manifest_ignore_metadata: skip the manifest's ``metadata`` digests.
+        metadata_path: ``paths.metadata_path`` (``None``: follow ``graph_dir``).
+        summary_path: ``paths.summary_path`` (``None``: follow ``graph_dir``).
+
+    Returns:
+        The coverage report written to ``dataset_coverage.json``.
+
+    Raises:
+        DataContractError: a graph, label file, sidecar or the manifest breaks the contract.
     """
-    from graphqa.contract import atomic_dir, write_json
-    from graphqa.data import TUNING_SPLIT, pack_graphs, packed_path
 
     graph_dir = Path(graph_dir)
     graph_files = list_graph_files(graph_dir)
@@ -620,7 +711,8 @@ def check_dataset(
     )
 
     with atomic_dir(out_dir) as tmp:
-        (tmp / "packed").mkdir()
+        out = SchemaPaths(tmp)
+        out.packed_dir.mkdir()
         for split, records in split_records.items():
             graphs = []
             for record in records:
@@ -631,7 +723,7 @@ def check_dataset(
                     entry = manifest[manifest_key(record.key)]
                     verify_entry(data, entry, path, manifest_ignore_metadata)
                 graphs.append(data)
-            pack_graphs(records, graphs).save(packed_path(tmp / "packed", split))
-        write_json(tmp / FEATURE_METADATA, schema.to_json())
-        write_json(tmp / "dataset_coverage.json", coverage)
+            pack_graphs(records, graphs).save(out.packed(split))
+        write_json(out.feature_metadata, schema.to_json())
+        write_json(out.coverage, coverage)
     return coverage

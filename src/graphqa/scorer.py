@@ -3,7 +3,7 @@
 With a few hundred training graphs, heavy-tailed count columns and two-peaked labels, trees
 on pooled graph statistics often rank decoys better than a message-passing network; with more
 data the network wins. Which one a project should ship is therefore a decision on evidence,
-taken like every other decision in graphqa (:mod:`graphqa.evidence`):
+taken like every other decision in graphqa (:mod:`graphqa.maths.evidence`):
 
 1. every candidate scores the packed val split: the final GNN (``gnn``), the trees of stage
    ``trees`` (``trees``) and their blend ``w * gnn + (1 - w) * trees`` (``blend``). The blend
@@ -23,7 +23,6 @@ the bundle carries every component, so ``graphqa predict`` writes each component
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -31,17 +30,30 @@ from typing import Any, Literal
 import numpy as np
 from scipy.special import expit, logit
 
-from graphqa.evidence import better, mean_difference
-from graphqa.metrics import (
+from graphqa.contract import DataContractError, read_json
+from graphqa.data import PackedSplit
+from graphqa.files import atomic_dir, write_json
+from graphqa.layout import SchemaPaths
+from graphqa.maths.evidence import better, mean_difference
+from graphqa.maths.metrics import (
     BOOTSTRAP_LEVEL,
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
     mse,
     per_target_table,
     resample_targets,
+    rounded,
     spearman,
     target_members,
 )
+from graphqa.model import TopoQANet
+from graphqa.module import load_module
+from graphqa.pooled import pooled_feature_names, pooled_split
+from graphqa.schema import FeatureSchema
+from graphqa.scoring import packed_logits
+from graphqa.trees import MODEL_FILE as TREES_MODEL
+from graphqa.trees import SUMMARY_FILE as TREES_SUMMARY
+from graphqa.trees import TreesModel, load_trees
 
 Family = Literal["gnn", "trees", "blend"]
 FAMILIES: tuple[Family, ...] = ("gnn", "trees", "blend")
@@ -92,13 +104,53 @@ class Scorer:
         return {"format": SCORER_FORMAT, "family": self.family, "blend_weight": self.blend_weight}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Scorer:
+    def from_dict(cls, d: Any, source: str | Path = SCORER_FILE) -> Scorer:
+        """Read a scorer written by :meth:`to_dict` (other keys, e.g. the evidence, are ignored).
+
+        Args:
+            d: the parsed JSON (``scorer.json``).
+            source: the file it came from, for error messages.
+
+        Returns:
+            The scorer.
+
+        Raises:
+            DataContractError: ``d`` is not an object, or its ``format`` is not
+                ``graphqa.scorer/1``, its ``family`` not one of :data:`FAMILIES` or its
+                ``blend_weight`` not a number in [0, 1].
+        """
+        if not isinstance(d, dict):
+            raise DataContractError(source, "<file>", "a JSON object", type(d).__name__)
         if d.get("format") != SCORER_FORMAT:
-            raise ValueError(f"scorer format must be {SCORER_FORMAT}, got {d.get('format')!r}")
-        return cls(family=d["family"], blend_weight=float(d["blend_weight"]))
+            got = repr(d["format"])[:80] if "format" in d else "missing"
+            raise DataContractError(source, "format", repr(SCORER_FORMAT), got)
+        family = d.get("family")
+        if not isinstance(family, str) or family not in FAMILIES:
+            got = repr(family)[:80] if "family" in d else "missing"
+            raise DataContractError(source, "family", f"one of {', '.join(FAMILIES)}", got)
+        weight = d.get("blend_weight")
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, (int, float))
+            or not 0.0 <= weight <= 1.0  # also refuses NaN
+        ):
+            got = repr(weight)[:80] if "blend_weight" in d else "missing"
+            expected = "a number in [0, 1] (the GNN's weight in the blend)"
+            raise DataContractError(source, "blend_weight", expected, got)
+        return cls(family=family, blend_weight=float(weight))
 
 
 def blend(gnn: np.ndarray, trees: np.ndarray, weight: float) -> np.ndarray:
+    """The blend family's score: a weighted mean of the GNN's and the trees' scores.
+
+    Args:
+        gnn: the GNN's scores in [0, 1] (probabilities, not logits).
+        trees: the trees' scores for the same graphs.
+        weight: the GNN's weight (``1 - weight`` goes to the trees).
+
+    Returns:
+        The blended scores, float64.
+    """
     return weight * np.asarray(gnn, dtype=np.float64) + (1.0 - weight) * np.asarray(
         trees, dtype=np.float64
     )
@@ -137,10 +189,6 @@ def out_of_fold_blend(
     return pred, weights
 
 
-def _round(value: float) -> float | None:
-    return round(float(value), 6) if math.isfinite(value) else None
-
-
 def choose_family(
     requested: str,
     gnn_logits: np.ndarray,
@@ -171,10 +219,10 @@ def choose_family(
     resamples = resample_targets(len(losses["gnn"]), n_resamples, seed)
     candidates = {
         name: {
-            "val_ranking_loss": _round(float(np.mean(losses[name]))),
-            "val_spearman_per_target_mean": _round(float(np.nanmean(rhos[name]))),
-            "val_spearman_pooled": _round(spearman(p, true)),
-            "val_mse": _round(mse(p, true)),
+            "val_ranking_loss": rounded(float(np.mean(losses[name]))),
+            "val_spearman_per_target_mean": rounded(float(np.nanmean(rhos[name]))),
+            "val_spearman_pooled": rounded(spearman(p, true)),
+            "val_mse": rounded(mse(p, true)),
         }
         for name, p in val_pred.items()
     }
@@ -225,35 +273,86 @@ def choose_family(
 
 
 # --------------------------------------------------------------------------------------------
-# Scoring packed splits with both components
+# The one place a shipped score is assembled (scorer, calibration, predict and evaluate call it)
+
+
+@dataclass(frozen=True)
+class ShippedScores:
+    """Scores of the same graphs, in their order.
+
+    Args:
+        logits: the shipped score as a logit (what calibration fits and predict ships).
+        components: each family's score in [0, 1] (``gnn``, and ``trees``/``blend`` when the
+            trees are there), written beside the shipped score as ``pred_<family>``.
+    """
+
+    logits: np.ndarray
+    components: dict[str, np.ndarray]
+
+
+def shipped_scores(
+    scorer: Scorer, gnn_logits: np.ndarray, trees_pred: np.ndarray | None
+) -> ShippedScores:
+    """Assemble the shipped score from its components.
+
+    Args:
+        scorer: the family choice and blend weight (stage ``scorer``'s ``scorer.json``).
+        gnn_logits: the network's logits, one per graph.
+        trees_pred: the trees' DockQ predictions for the same graphs; ``None`` for a GNN-only
+            bundle (then the network's logits are shipped untouched).
+
+    Returns:
+        The shipped logits and every component's score.
+
+    Raises:
+        ValueError: a family other than ``gnn`` without tree predictions.
+    """
+    if trees_pred is None:
+        if scorer.family != "gnn":
+            raise ValueError(f"family {scorer.family!r} needs tree predictions")
+        return ShippedScores(logits=gnn_logits, components={"gnn": expit(gnn_logits)})
+    return ShippedScores(
+        logits=scorer.shipped_logits(gnn_logits, trees_pred),
+        components=scorer.components(gnn_logits, trees_pred),
+    )
 
 
 def packed_components(
-    *, model_ckpt: str | Path, trees_model: Any, split: Any, schema: Any
+    *, net: TopoQANet, trees: TreesModel, split: PackedSplit, schema: FeatureSchema
 ) -> tuple[np.ndarray, np.ndarray]:
-    """GNN logits and tree predictions for every graph of a packed split (split order)."""
-    from graphqa.module import load_module
-    from graphqa.pooled import pooled_split
-    from graphqa.scoring import packed_logits
+    """GNN logits and tree predictions for every graph of a packed split (split order).
 
-    gnn_logits = packed_logits(load_module(model_ckpt).net, split).numpy()
-    trees_pred = trees_model.predict(pooled_split(split, schema))
+    Args:
+        net: the final network (eval mode is set by the scoring loop).
+        trees: the trees of stage ``trees``.
+        split: a split packed by stage ``schema``.
+        schema: the resolved schema (names the trees' pooled features).
+
+    Returns:
+        ``(gnn_logits, trees_pred)``, one value per graph each.
+    """
+    gnn_logits = packed_logits(net, split).numpy()
+    trees_pred = trees.predict(pooled_split(split, schema))
     return gnn_logits, trees_pred
 
 
-def load_pipeline_trees(trees_dir: str | Path, schema: Any) -> Any:
-    """The trees of stage ``trees``, verified against their summary's hash and the schema."""
-    from graphqa.contract import read_json
-    from graphqa.pooled import pooled_feature_names
-    from graphqa.trees import load_trees
+def load_pipeline_trees(trees_dir: str | Path, schema: FeatureSchema) -> TreesModel:
+    """The trees of stage ``trees``, verified against their summary's hash and the schema.
 
+    Args:
+        trees_dir: stage ``trees``'s folder (reads ``summary.json`` and ``model.txt``).
+        schema: the resolved schema the trees' pooled features must match.
+
+    Returns:
+        The loaded LightGBM model.
+    """
     trees_dir = Path(trees_dir)
-    summary = read_json(trees_dir / "summary.json")
+    summary = read_json(trees_dir / TREES_SUMMARY)
     names = pooled_feature_names(schema)
-    return load_trees(trees_dir / "model.txt", summary["model_sha256"], names)
+    return load_trees(trees_dir / TREES_MODEL, summary["model_sha256"], names)
 
 
-def select_scorer(
+def scorer_stage(
     *,
     family: str,
     model_dir: str | Path,
@@ -261,18 +360,35 @@ def select_scorer(
     schema_dir: str | Path,
     out_dir: str | Path,
 ) -> dict[str, Any]:
-    """Stage ``scorer``: choose the shipped family on val; writes ``scorer.json`` (the choice,
-    the blend weight and the evidence) and ``metrics.json`` (val ranking loss per family)."""
-    from graphqa.contract import atomic_dir, write_json
-    from graphqa.data import PackedSplit
-    from graphqa.schema import FEATURE_METADATA, FeatureSchema
+    """Stage worker for ``scorer``: choose the family the bundle ships (GNN, trees or blend)
+    on val evidence, and fit the blend weight.
 
+    Reads ``<schema_dir>/feature_metadata.json``, ``<schema_dir>/packed/val.pt``,
+    ``<model_dir>/model.ckpt`` and ``<trees_dir>/{summary.json,model.txt}``. Writes into
+    ``out_dir`` (atomic swap): ``scorer.json`` (the choice, the blend weight, the reason and
+    the evidence) and ``metrics.json`` (family, blend weight, val ranking loss and pooled
+    Spearman per family).
+
+    Args:
+        family: ``model.family``: ``auto`` (decided by the evidence) or a forced family.
+        model_dir: stage ``final_model``'s folder.
+        trees_dir: stage ``trees``'s folder.
+        schema_dir: stage ``schema``'s folder.
+        out_dir: the stage's output folder.
+
+    Returns:
+        The content of ``scorer.json``.
+
+    Raises:
+        ValueError: ``family`` is not ``auto`` or a known family.
+        DataContractError: the trees do not match their recorded hash or the schema.
+    """
     model_dir = Path(model_dir)
-    schema = FeatureSchema.load(Path(schema_dir) / FEATURE_METADATA)
+    schema = FeatureSchema.load(SchemaPaths(Path(schema_dir)).feature_metadata)
     trees = load_pipeline_trees(trees_dir, schema)
-    val = PackedSplit.load(Path(schema_dir) / "packed" / "val.pt")
+    val = PackedSplit.load(SchemaPaths(Path(schema_dir)).packed("val"))
     gnn_logits, trees_pred = packed_components(
-        model_ckpt=model_dir / "model.ckpt", trees_model=trees, split=val, schema=schema
+        net=load_module(model_dir / "model.ckpt").net, trees=trees, split=val, schema=schema
     )
     decision = choose_family(
         family, gnn_logits, trees_pred, val.y.double().numpy(), np.asarray(val.targets)

@@ -8,15 +8,29 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from graphqa.data import PackedSplit
+from graphqa.module import load_module
 
 
 @dataclass(frozen=True)
 class PackedSlice:
+    """Graphs ``start:stop`` of a packed split as the network's batch tensors.
+
+    Attributes:
+        start: index of the slice's first graph in the split.
+        stop: one past its last graph.
+        x: node features of the slice's graphs.
+        edge_index: edges, node indices local to the slice.
+        edge_attr: edge features.
+        batch: graph index (0-based within the slice) of every node.
+    """
+
     start: int
     stop: int
     x: Tensor
@@ -67,3 +81,12 @@ def packed_logits(
         for s in packed_slices(split, batch_graphs, x, edge_attr)
     ]
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+
+def split_predictions(
+    checkpoint: str | Path, split: PackedSplit, batch_graphs: int = 256
+) -> np.ndarray:
+    """Predicted scores (sigmoid of the network's logits, float64) of a checkpoint for every
+    graph of a packed split, in the split's order."""
+    net = load_module(checkpoint).net
+    return torch.sigmoid(packed_logits(net, split, batch_graphs)).numpy()

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -38,14 +37,16 @@ from graphqa.callbacks import (
     PortableModelCheckpoint,
     TuningMetrics,
 )
-from graphqa.config import Params
-from graphqa.contract import dump_json, sha256_file, write_json
-from graphqa.data import TUNING_SPLIT, GraphQADataModule, PackedSplit, packed_path
+from graphqa.config import Params, parse_params
+from graphqa.data import TUNING_SPLIT, GraphQADataModule, PackedSplit
+from graphqa.files import dump_json, sha256_file, write_json
+from graphqa.layout import RunPaths, SchemaPaths, packed_path
 from graphqa.mask import resolve_mask
+from graphqa.maths.metrics import rounded
 from graphqa.model import NetConfig, build_net
 from graphqa.module import MONITOR, GraphQAModule, load_module
 from graphqa.numerics import check_pinned, numerics_report
-from graphqa.schema import FEATURE_METADATA, FeatureSchema
+from graphqa.schema import FeatureSchema
 
 CHECKPOINT_LINKS = ("best.ckpt", "second_best.ckpt", "third_best.ckpt")
 
@@ -54,32 +55,15 @@ CHECKPOINT_LINKS = ("best.ckpt", "second_best.ckpt", "third_best.ckpt")
 # A whole run
 
 
-@dataclass(frozen=True)
-class RunPaths:
-    root: Path
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def metrics_csv(self) -> Path:
-        return self.root / "metrics.csv"
-
-    @property
-    def metrics_json(self) -> Path:
-        return self.root / "metrics.json"
-
-    @property
-    def summary(self) -> Path:
-        return self.root / "summary.json"
-
-    @property
-    def dvclive(self) -> Path:
-        return self.root / "dvclive"
-
-
 def selection_notice(params: Params) -> str:
+    """The line a run prints first, so its log says how checkpoints are ranked.
+
+    Args:
+        params: the run's params (``selection`` section).
+
+    Returns:
+        The ``selection_metric`` formula in words.
+    """
     sel = params.selection
     if not sel.use_val_spearman:
         return f"selection: checkpoints ranked by val_loss ({MONITOR} = val_loss)"
@@ -90,6 +74,18 @@ def selection_notice(params: Params) -> str:
 
 
 def net_config_for(params: Params, schema: FeatureSchema) -> NetConfig:
+    """The network a run builds: the schema's dims, the ``model`` params and the feature mask.
+
+    Args:
+        params: the run's params.
+        schema: the resolved feature schema.
+
+    Returns:
+        The network config (also stored in the run's checkpoints).
+
+    Raises:
+        DataContractError: ``feature_mask.path`` is missing, invalid or keeps no column.
+    """
     mask = resolve_mask(schema, params.feature_mask)
     return NetConfig(
         node_dim=schema.node_dim,
@@ -186,7 +182,7 @@ def _log_mlflow_artifacts(
     logger = _mlflow_of(trainer)
     if logger is None or not params.mlflow.log_artifacts or trainer.global_rank != 0:
         return
-    for path in (schema_dir / "dataset_coverage.json", paths.root / FEATURE_METADATA):
+    for path in (SchemaPaths(schema_dir).coverage, paths.feature_metadata):
         if path.is_file():
             logger.experiment.log_artifact(logger.run_id, str(path))
     for link in (*CHECKPOINT_LINKS, AVERAGED_CKPT):
@@ -218,6 +214,22 @@ def build_trainer(
     tuning: TuningMetrics | None = None,
     averaging: Callback | None = None,
 ) -> L.Trainer:
+    """The Lightning trainer of one run, with graphqa's checkpointing, logs and callbacks.
+
+    Args:
+        params: the run's params.
+        paths: the run folder.
+        run_name: the name the loggers record.
+        extra_callbacks: appended after graphqa's own callbacks.
+        resume: whether the run continues an interrupted one (DVCLive appends).
+        tuning: the tuning-split scorer (adds the ``tuning_*`` columns), if any.
+        averaging: the weight-averaging callback, if any.
+
+    Returns:
+        The trainer: top-k and last checkpoints by ``selection_metric`` in
+        ``checkpoints/``, per-epoch ``metrics.csv``, early stopping and progress as
+        configured, DVCLive (and MLflow) logging.
+    """
     tcfg = params.trainer
     vr = params.variance_reduction
     checkpoint = PortableModelCheckpoint(
@@ -290,11 +302,7 @@ def _best_row(rows: list[dict[str, float]]) -> dict[str, float]:
     return min(finite or rows, key=lambda r: (r.get(MONITOR, math.inf), r["epoch"]))
 
 
-def _clean(value: float) -> float | None:
-    return None if value is None or math.isnan(value) else round(float(value), 6)
-
-
-def train_run(
+def train_stage(
     *,
     params: Params,
     schema_dir: str | Path,
@@ -305,18 +313,45 @@ def train_run(
     run_name: str = "train",
     extra_callbacks: list[Callback] | None = None,
 ) -> dict[str, Any]:
-    """Train one model and write the run folder; returns ``summary.json``'s content.
+    """Stage worker for ``train`` (also behind fine-tuning and FLT retrains): train one model
+    and leave a run folder that selection, calibration and the bundle can read.
 
     ``init_from`` starts from a checkpoint's weights (fine-tuning: fresh optimizer and
     schedule); ``resume_from`` continues an interrupted run exactly (optimizer, epoch, RNG).
+
+    Reads ``<schema_dir>/feature_metadata.json``, ``<schema_dir>/packed/{train,val}.pt``,
+    ``<schema_dir>/packed/tuning.pt`` when present, the sha256 of every
+    ``<schema_dir>/packed/*.pt`` (provenance), ``feature_mask.path`` when set, and
+    ``init_from``/``resume_from``. Writes into ``run_dir``: ``summary.json`` (``running`` at
+    the start, ``finished`` at the end), ``checkpoints/`` (``epoch<NNN>.ckpt``,
+    ``last.ckpt``, links ``best.ckpt``/``second_best.ckpt``/``third_best.ckpt``, and
+    ``averaged.ckpt`` with weight averaging), ``metrics.csv`` (one row per epoch),
+    ``metrics.json``, ``feature_metadata.json`` and ``dvclive/``. With ``mlflow.enabled`` it
+    also logs to ``mlflow.tracking_uri``.
+
+    Args:
+        params: the run's params.
+        schema_dir: stage ``schema``'s folder.
+        run_dir: the run folder to write.
+        seed: the run's seed (``None``: ``dataloader.seed``).
+        init_from: a checkpoint whose weights the network starts from.
+        resume_from: the ``last.ckpt`` of an interrupted run to continue.
+        run_name: the name the loggers record.
+        extra_callbacks: more Lightning callbacks (tests).
+
+    Returns:
+        The content of ``summary.json`` (empty on non-zero ranks of a multi-process run).
+
+    Raises:
+        ValueError: ``init_from``'s network does not match the configured one.
     """
     seed = params.dataloader.seed if seed is None else seed
     configure_determinism(params, seed)
     schema_dir, paths = Path(schema_dir), RunPaths(Path(run_dir))
     paths.root.mkdir(parents=True, exist_ok=True)
-    schema = FeatureSchema.load(schema_dir / FEATURE_METADATA)
+    schema = FeatureSchema.load(SchemaPaths(schema_dir).feature_metadata)
     data = GraphQADataModule(
-        schema_dir / "packed",
+        SchemaPaths(schema_dir).packed_dir,
         batch_size=params.dataloader.batch_size,
         num_workers=params.dataloader.num_workers,
         seed=seed,
@@ -355,7 +390,7 @@ def train_run(
                 }
             )
         )
-    tuning = tuning_callback(schema_dir / "packed", params)
+    tuning = tuning_callback(SchemaPaths(schema_dir).packed_dir, params)
     averaging = averaging_callback(
         params.variance_reduction,
         data.graphs("val"),
@@ -385,8 +420,6 @@ def train_run(
 def resume_run(run_dir: str | Path) -> dict[str, Any]:
     """Continue an interrupted run from ``checkpoints/last.ckpt`` with the params it started
     with; the run folder ends up as if it had never stopped."""
-    from graphqa.config import parse_params
-
     paths = RunPaths(Path(run_dir))
     if not paths.summary.exists():
         raise FileNotFoundError(f"{paths.summary}: not a graphqa run folder")
@@ -395,7 +428,7 @@ def resume_run(run_dir: str | Path) -> dict[str, Any]:
     if not last.exists():
         raise FileNotFoundError(f"{last}: nothing to resume from (no epoch finished yet)")
     params = parse_params(started["params"], source=str(paths.summary))
-    return train_run(
+    return train_stage(
         params=params,
         schema_dir=started["schema_dir"],
         run_dir=paths.root,
@@ -424,17 +457,17 @@ def finalize_run(
     rows = csv_log.rows
     best = _best_row(rows)
     online = [k for k in csv_log.columns if k != "lr" and k not in EMA_COLUMNS]
-    headline = {k: _clean(best.get(k, float("nan"))) for k in online}
+    headline = {k: rounded(best.get(k, float("nan"))) for k in online}
     headline.update({"best_epoch": int(best["epoch"]), "epochs_trained": len(rows)})
     averaged = _averaged_result(trainer)
     if averaged is not None and averaged.checkpoint is not None:
         # ema_* are the saved averaged weights' metrics (its own best epoch), not the online
         # best epoch's row: selection ranks checkpoints that exist.
-        headline.update({k: _clean(v) for k, v in averaged.metrics.items()})
+        headline.update({k: rounded(v) for k, v in averaged.metrics.items()})
         if averaged.best_epoch is not None:
             headline["ema_best_epoch"] = averaged.best_epoch
     write_json(paths.metrics_json, headline)
-    write_json(paths.root / FEATURE_METADATA, schema.to_json())
+    write_json(paths.feature_metadata, schema.to_json())
     started = json.loads(paths.summary.read_text()) if paths.summary.exists() else {}
     summary = {
         "status": "finished",
@@ -510,7 +543,7 @@ def recorded_params(params: Params) -> dict[str, Any]:
 def run_provenance(schema_dir: str | None) -> dict[str, Any]:
     """What a run was made from, recorded by the process that used it: the sha256 of the
     packed splits it read and the numeric path it ran on (see :mod:`graphqa.numerics`)."""
-    packed = Path(schema_dir or ".") / "packed"
+    packed = SchemaPaths(Path(schema_dir or ".")).packed_dir
     return {
         "data_sha256": {f"packed/{p.name}": sha256_file(p) for p in sorted(packed.glob("*.pt"))},
         "numerics": numerics_report(),

@@ -21,6 +21,10 @@ no timestamps.
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,15 +34,17 @@ import lightgbm as lgb
 import numpy as np
 
 from graphqa.config import Params, TreesConfig
-from graphqa.contract import DataContractError, atomic_dir, write_json
-from graphqa.data import PackedSplit, packed_path
-from graphqa.metrics import mae, mse, pearson, per_target_table, spearman
+from graphqa.contract import DataContractError
+from graphqa.data import PackedSplit
+from graphqa.files import atomic_dir, write_json
+from graphqa.layout import SUMMARY, SchemaPaths
+from graphqa.maths.metrics import mae, mse, pearson, per_target_table, spearman
 from graphqa.pooled import pooled_feature_names, pooled_split
-from graphqa.schema import FEATURE_METADATA, FeatureSchema
+from graphqa.schema import FeatureSchema
 
 TREES_FORMAT = "graphqa.trees/1"
 MODEL_FILE = "model.txt"
-SUMMARY_FILE = "summary.json"
+SUMMARY_FILE = SUMMARY
 METRICS_FILE = "metrics.json"
 #: Every LightGBM text model starts with this line (pickles start with ``\x80``).
 _TEXT_MAGIC = b"tree\n"
@@ -50,6 +56,14 @@ def encode_feature_names(names: list[str]) -> list[str]:
 
 
 def decode_feature_names(names: list[str]) -> list[str]:
+    """The schema's column names back from LightGBM-safe ones (:func:`encode_feature_names`).
+
+    Args:
+        names: encoded names, as a LightGBM model file stores them.
+
+    Returns:
+        The original column names.
+    """
     return [unquote(name) for name in names]
 
 
@@ -184,25 +198,70 @@ def save_trees(model: TreesModel, path: str | Path) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Discard what native code writes to file descriptor 2 meanwhile.
+
+    LightGBM's parser prints ``[LightGBM] [Fatal] <reason>`` straight to fd 2 before raising
+    the same reason as an exception; :func:`load_trees` reports that reason in its one-line
+    error, so the duplicate is dropped. Without a usable fd 2 nothing is redirected.
+    """
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
 def load_trees(
-    model_path: str | Path, expected_sha256: str | None, feature_names: list[str]
+    model_path: str | Path,
+    expected_sha256: str | None,
+    feature_names: list[str],
+    sha256_source: str = SUMMARY_FILE,
 ) -> TreesModel:
-    """Load a text model written by :func:`save_trees`, refusing (one-line
-    :class:`~graphqa.contract.DataContractError`) a missing file, a pickle or other non-text
-    file, a sha256 other than ``expected_sha256`` (when given) and features other than
-    ``feature_names`` (count, then names in order: the schema changed since it was fitted)."""
+    """Load a text model written by :func:`save_trees`, never unpickling anything.
+
+    Args:
+        model_path: the LightGBM text model (``model.txt``, or ``trees.txt`` in a bundle).
+        expected_sha256: its recorded sha256 (None: not checked).
+        feature_names: the pooled feature names of the current schema, in column order.
+        sha256_source: where ``expected_sha256`` was recorded, for the error message.
+
+    Returns:
+        The model.
+
+    Raises:
+        DataContractError: (one line, naming the file and the key) the file is missing or
+            unreadable, a pickle or other non-text file, not UTF-8, not a LightGBM text model,
+            its sha256 is not ``expected_sha256``, or its features are not ``feature_names``
+            (count, then names in order: the schema changed since it was fitted).
+    """
     path = Path(model_path)
+    expected = "a LightGBM text model written by the `trees` stage"
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise DataContractError(
-            path, "<file>", "a LightGBM text model written by the `trees` stage", "no such file"
-        ) from None
+        raise DataContractError(path, "<file>", expected, "no such file") from None
+    except OSError as exc:
+        raise DataContractError(path, "<file>", expected, type(exc).__name__) from None
     if expected_sha256 is not None:
         got = hashlib.sha256(data).hexdigest()
         if got != expected_sha256:
             raise DataContractError(
-                path, "sha256", f"{expected_sha256} (recorded in summary.json)", f"{got} (modified)"
+                path,
+                "sha256",
+                f"{expected_sha256} (recorded in {sha256_source})",
+                f"{got} (modified)",
             )
     if not data.startswith(_TEXT_MAGIC):
         raise DataContractError(
@@ -212,7 +271,8 @@ def load_trees(
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise DataContractError(path, "<file>", "UTF-8 text", "undecodable bytes") from None
-    booster = _model_from_text(text, str(path))
+    with _native_stderr_silenced():
+        booster = _model_from_text(text, str(path))
     stored = decode_feature_names(booster.feature_name())
     if len(stored) != len(feature_names):
         raise DataContractError(
@@ -244,7 +304,7 @@ class PooledTable:
 def pooled_table(schema_dir: str | Path, split: str, schema: FeatureSchema) -> PooledTable:
     """Pooled features of ``<schema_dir>/packed/<split>.pt`` (the schema stage's output), the
     same way :func:`graphqa.reference.fit_trees_on_packed` pools them."""
-    packed = PackedSplit.load(packed_path(Path(schema_dir) / "packed", split))
+    packed = PackedSplit.load(SchemaPaths(Path(schema_dir)).packed(split))
     return PooledTable(
         x=pooled_split(packed, schema, f"packed/{split}.pt"),
         y=packed.y.double().numpy(),
@@ -254,7 +314,7 @@ def pooled_table(schema_dir: str | Path, split: str, schema: FeatureSchema) -> P
 
 def score_split(model: TreesModel, table: PooledTable) -> dict[str, float]:
     """MSE/MAE/Pearson/pooled Spearman and per-target means of ranking loss and Spearman
-    (:func:`graphqa.metrics.per_target_table`, the definitions ``evaluate`` reports)."""
+    (:func:`graphqa.maths.metrics.per_target_table`, the definitions ``evaluate`` reports)."""
     pred = model.predict(table.x)
     per_target = per_target_table(pred, table.y, table.groups)
     spearmans = per_target["spearman"].to_numpy(float)
@@ -279,13 +339,29 @@ def _json_number(value: Any) -> Any:
     return value
 
 
-def train_trees_stage(*, params: Params, schema_dir: str | Path, out_dir: str | Path) -> dict:
-    """Stage ``trees``: fit on train/val of ``<schema_dir>/packed``, then write ``model.txt``
-    (text model), ``summary.json`` (format, features, schema columns, best round, sha256,
-    LightGBM params, val metrics) and ``metrics.json`` (val and test metrics of the saved file,
-    reloaded through :func:`load_trees`). Returns the summary."""
+def trees_stage(*, params: Params, schema_dir: str | Path, out_dir: str | Path) -> dict:
+    """Stage worker for ``trees``: fit LightGBM on pooled graph features, the non-GNN family
+    stage ``scorer`` weighs against the network.
+
+    Fits on train, stopping on val l2. Reads ``<schema_dir>/feature_metadata.json`` and
+    ``<schema_dir>/packed/{train,val,test}.pt``. Writes into ``out_dir`` (atomic swap):
+    ``model.txt`` (LightGBM text model), ``summary.json`` (format, features, schema columns,
+    best round, sha256, LightGBM params, val metrics) and ``metrics.json`` (val and test
+    metrics of the saved file, reloaded through :func:`load_trees`).
+
+    Args:
+        params: the params (``trees:`` section).
+        schema_dir: stage ``schema``'s folder.
+        out_dir: the stage's output folder.
+
+    Returns:
+        The content of ``summary.json``.
+
+    Raises:
+        DataContractError: ``<schema_dir>/feature_metadata.json`` is missing.
+    """
     settings = params.trees
-    metadata = Path(schema_dir) / FEATURE_METADATA
+    metadata = SchemaPaths(Path(schema_dir)).feature_metadata
     if not metadata.is_file():
         raise DataContractError(
             metadata, "<file>", "the feature schema written by the `schema` stage", "no such file"

@@ -13,7 +13,7 @@ from scipy.special import expit
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import f1_score, matthews_corrcoef
 
-from graphqa.calibrate import (
+from graphqa.maths.calibration import (
     INTERVAL_SCALES,
     ConformalInterval,
     IsotonicCalibration,
@@ -386,13 +386,13 @@ def test_target_grouped_interval_keeps_its_coverage_on_held_out_targets() -> Non
 def test_calibration_stage_fits_on_val_calib_and_writes_policy(
     tiny_run: Path, tiny_schema_dir: Path, tmp_path: Path
 ) -> None:
-    from graphqa.calibrate import calibrate_final
+    from graphqa.calibration import calibration_stage
     from graphqa.config import parse_params
     from graphqa.data import PackedSplit
 
     cfg = parse_params({}, {"calibration.method": "isotonic"}).calibration
     out = tmp_path / "calibration"
-    calibrate_final(
+    calibration_stage(
         cfg=cfg,
         model_path=tiny_run / "checkpoints" / "best.ckpt",
         schema_dir=tiny_schema_dir,

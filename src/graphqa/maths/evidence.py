@@ -5,10 +5,10 @@ the seed-to-seed spread of one recipe is often larger than the differences a poi
 Every decision graphqa takes between models (FLT: is the smaller feature set not worse than the
 unpruned one? final selection: does a fine-tune beat the sweep winner?) therefore
 
-1. scores both models on the packed val split (:func:`split_predictions`),
+1. scores both models on the packed val split (:func:`graphqa.scoring.split_predictions`),
 2. reduces each to one value per val target (:func:`per_target`: the per-target analogue of the
    metric that ranks models), pairs the two models target by target (and seed by seed), and
-3. resamples *targets* with replacement (:func:`graphqa.metrics.resample_targets`, the same
+3. resamples *targets* with replacement (:func:`graphqa.maths.metrics.resample_targets`, the same
    resamples for every seed and every comparison of a decision) for a percentile interval of
    the difference (:func:`mean_difference`, :func:`relative_increase`).
 
@@ -23,16 +23,16 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from graphqa.metrics import (
+from graphqa.maths.metrics import (
     BOOTSTRAP_LEVEL,
     bootstrap_mean,
     mse,
     percentile_interval,
+    rounded,
     selection_score,
     spearman,
     target_members,
@@ -40,13 +40,12 @@ from graphqa.metrics import (
 
 if TYPE_CHECKING:
     from graphqa.config import SelectionConfig
-    from graphqa.data import PackedSplit
 
 Analogue = Literal["squared_error", "spearman", "selection"]
 
 #: Ranking metric -> its per-target analogue: the mean squared error over a target's models for
 #: loss-like metrics, the Spearman within the target for ranking metrics, and for
-#: ``selection_metric`` the same formula (:func:`graphqa.metrics.selection_score`) on the
+#: ``selection_metric`` the same formula (:func:`graphqa.maths.metrics.selection_score`) on the
 #: target's squared error and Spearman.
 ANALOGUE: dict[str, Analogue] = {
     "selection_metric": "selection",
@@ -96,7 +95,7 @@ def per_target(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sorted targets and one value per target (NaN where undefined, e.g. the Spearman of a
     target with constant predictions). ``selection`` supplies the weights of the
-    ``selection`` analogue (defaults: :func:`graphqa.metrics.selection_score`'s)."""
+    ``selection`` analogue (defaults: :func:`graphqa.maths.metrics.selection_score`'s)."""
     pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
     targets, members = target_members(groups)
     values = []
@@ -129,11 +128,10 @@ class Interval:
     high: float
 
     def to_json(self) -> dict[str, Any]:
-        return {"estimate": _clean(self.estimate), "ci": [_clean(self.low), _clean(self.high)]}
-
-
-def _clean(value: float) -> float | None:
-    return None if value is None or not math.isfinite(value) else round(float(value), 8)
+        return {
+            "estimate": rounded(self.estimate, 8),
+            "ci": [rounded(self.low, 8), rounded(self.high, 8)],
+        }
 
 
 def _seed_by_target(values: np.ndarray) -> np.ndarray:
@@ -156,7 +154,7 @@ def mean_difference(
     Both are ``[seeds, targets]`` (or ``[targets]`` for one seed), paired by position: row
     ``s`` of both comes from seed ``s``, column ``t`` from target ``t``. A pair with a NaN side
     is skipped; a target without any defined pair is skipped. ``resamples`` are target indices
-    (:func:`graphqa.metrics.resample_targets`). Fewer than :data:`MIN_TARGETS` defined targets
+    (:func:`graphqa.maths.metrics.resample_targets`). Fewer than :data:`MIN_TARGETS` defined targets
     give no interval (NaN bounds: one target's resamples are all alike, not certain).
     """
     cand, ref = _seed_by_target(candidate), _seed_by_target(reference)
@@ -200,16 +198,23 @@ def relative_increase(
 
 @dataclass(frozen=True)
 class Verdict:
+    """An adopt-or-not decision with the reason, as written into the stages' reports.
+
+    Attributes:
+        adopted: whether the evidence supports adopting the candidate.
+        reason: the readable why, intervals and tolerances included.
+    """
+
     adopted: bool
     reason: str
 
 
-def _fmt(value: float) -> str:
+def _signed(value: float) -> str:
     return f"{value:+.4g}" if math.isfinite(value) else "n/a"
 
 
 def _ci(interval: Interval) -> str:
-    return f"[{_fmt(interval.low)}, {_fmt(interval.high)}]"
+    return f"[{_signed(interval.low)}, {_signed(interval.high)}]"
 
 
 def non_inferior(
@@ -224,9 +229,9 @@ def non_inferior(
     loss_ok = math.isfinite(loss.high) and loss.high <= loss_tolerance
     rho_ok = math.isfinite(spearman_diff.low) and spearman_diff.low >= -spearman_tolerance
     parts = [
-        f"relative val loss change {_fmt(loss.estimate)} {_ci(loss)} "
+        f"relative val loss change {_signed(loss.estimate)} {_ci(loss)} "
         f"{'<=' if loss_ok else 'not <='} {loss_tolerance:g} at the upper bound",
-        f"per-target Spearman change {_fmt(spearman_diff.estimate)} {_ci(spearman_diff)} "
+        f"per-target Spearman change {_signed(spearman_diff.estimate)} {_ci(spearman_diff)} "
         f"{'>=' if rho_ok else 'not >='} {-spearman_tolerance:g} at the lower bound",
     ]
     adopted = loss_ok and rho_ok
@@ -247,19 +252,5 @@ def better(diff: Interval, direction: str) -> Verdict:
         side = "lower bound > 0"
     what = "better beyond the noise" if adopted else "not better beyond the noise"
     return Verdict(
-        adopted, f"{what}: difference {_fmt(diff.estimate)} {_ci(diff)} ({side} required)"
+        adopted, f"{what}: difference {_signed(diff.estimate)} {_ci(diff)} ({side} required)"
     )
-
-
-def split_predictions(
-    checkpoint: str | Path, split: PackedSplit, batch_graphs: int = 256
-) -> np.ndarray:
-    """Predicted scores (sigmoid of the network's logits, float64) of a checkpoint for every
-    graph of a packed split, in the split's order."""
-    import torch
-
-    from graphqa.module import load_module
-    from graphqa.scoring import packed_logits
-
-    net = load_module(checkpoint).net
-    return torch.sigmoid(packed_logits(net, split, batch_graphs)).numpy()

@@ -24,13 +24,15 @@ import csv
 import io
 import json
 import math
+import shutil
 import statistics
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from graphqa.config import Params, SelectionConfig
-from graphqa.contract import dump_json, write_json
+from graphqa.files import dump_json, write_json
+from graphqa.layout import FEATURE_METADATA, SUMMARY, RunPaths
 
 #: metric -> "min" or "max" (which way is better)
 DIRECTIONS: dict[str, str] = {
@@ -96,6 +98,18 @@ def sort_key(candidate: Candidate, metric: str) -> tuple[Any, ...]:
 
 
 def rank(candidates: list[Candidate], metric: str) -> list[Candidate]:
+    """Candidates best first by one metric, in its direction (ties: :func:`sort_key`).
+
+    Args:
+        candidates: the candidates.
+        metric: a key of :data:`DIRECTIONS`.
+
+    Returns:
+        A sorted copy; candidates missing the metric come last.
+
+    Raises:
+        ValueError: ``metric`` is not in :data:`DIRECTIONS`.
+    """
     if metric not in DIRECTIONS:
         raise ValueError(f"unknown metric '{metric}'; choose from {sorted(DIRECTIONS)}")
     return sorted(candidates, key=lambda c: sort_key(c, metric))
@@ -158,7 +172,7 @@ def _choose(
         ranked = shortlist + by_loss[cfg.shortlist.k :]
         win = ranked[0]
         reason = (
-            f"{win.name}: best {then} ({_fmt(win.value(then))})"
+            f"{win.name}: best {then} ({_short_float(win.value(then))})"
             f" among the top {cfg.shortlist.k} by {cfg.shortlist.by}"
         )
         return ranked, reason
@@ -166,17 +180,17 @@ def _choose(
     win = ranked[0]
     reason = (
         f"{win.name}: {'lowest' if DIRECTIONS[metric] == 'min' else 'highest'} {metric} "
-        f"({_fmt(win.value(metric))})"
+        f"({_short_float(win.value(metric))})"
     )
     if len(ranked) > 1:
         runner = ranked[1]
-        reason += f"; runner-up {runner.name} ({_fmt(runner.value(metric))})"
+        reason += f"; runner-up {runner.name} ({_short_float(runner.value(metric))})"
         if win.value(metric) == runner.value(metric):
             reason += f"; tie broken by {' then '.join(TIE_BREAK)}"
     return ranked, reason
 
 
-def _fmt(value: float | None) -> str:
+def _short_float(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.6g}"
 
 
@@ -193,7 +207,7 @@ class VariantStats:
 
     def text(self) -> str:
         sd = "" if self.sd is None else f" ± {self.sd:.3g}"
-        return f"{_fmt(self.mean)}{sd} over {self.n_seeds} seed(s)"
+        return f"{_short_float(self.mean)}{sd} over {self.n_seeds} seed(s)"
 
 
 def _seed_values(members: list[Candidate], metric: str) -> list[float]:
@@ -281,7 +295,7 @@ def load_candidate(
     ``averaged``: the run's averaged model instead (None when the run has none); it is named
     ``<name>:averaged``, belongs to ``<variant>:averaged`` and ships its own checkpoint.
     """
-    path = Path(run_dir) / "summary.json"
+    path = RunPaths(run_dir).summary
     if not path.exists():
         return None
     summary = json.loads(path.read_text())
@@ -375,13 +389,13 @@ def leaderboard_csv(ranked: list[Candidate], metric: str, stats_metric: str | No
     writer.writeheader()
     for i, cand in enumerate(ranked, 1):
         row: dict[str, Any] = {"rank": i, "name": cand.name, "run_dir": cand.run_dir}
-        row.update({m: _fmt(cand.value(m)) for m in HEADLINE})
-        row[metric] = _fmt(cand.value(metric))
+        row.update({m: _short_float(cand.value(m)) for m in HEADLINE})
+        row[metric] = _short_float(cand.value(metric))
         group = stats[cand.group]
         row.update(
             variant=group.variant,
-            variant_mean=_fmt(group.mean),
-            variant_sd=_fmt(group.sd),
+            variant_mean=_short_float(group.mean),
+            variant_sd=_short_float(group.sd),
             n_seeds=group.n_seeds,
         )
         row.update(cand.params)
@@ -405,7 +419,7 @@ def _table(ranked: list[Candidate]) -> list[dict[str, Any]]:
 
 
 WINNER_DIR = "winner"
-WINNER_FILES = ("model.ckpt", "summary.json", "feature_metadata.json")
+WINNER_FILES = ("model.ckpt", SUMMARY, FEATURE_METADATA)
 #: The shipped model's card (which model, and why), written by the final_model stage.
 MODEL_CARD = "model.json"
 
@@ -420,11 +434,11 @@ def winner_sources(run_dir: str | Path, checkpoint: str | Path | None = None) ->
     else:
         ckpt = run_dir / "model.ckpt"
         if not ckpt.exists():
-            ckpt = run_dir / "checkpoints" / "best.ckpt"
+            ckpt = RunPaths(run_dir).checkpoints / "best.ckpt"
     return {
         "model.ckpt": ckpt,
-        "summary.json": run_dir / "summary.json",
-        "feature_metadata.json": run_dir / "feature_metadata.json",
+        SUMMARY: RunPaths(run_dir).summary,
+        FEATURE_METADATA: RunPaths(run_dir).feature_metadata,
     }
 
 
@@ -433,8 +447,6 @@ def copy_winner(
 ) -> Path:
     """Copy the selected model's checkpoint (``checkpoint``, default: the run's best), summary
     and schema into ``dest`` (replaced)."""
-    import shutil
-
     dest = Path(dest)
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
@@ -484,9 +496,29 @@ def write_selection(
     return selection
 
 
-def select_sweep(*, params: Params, train_root: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """Stage worker: rank the sweep's variants on their seed means, record the best variant's
-    best seed as the winner (:func:`choose_by_variant`)."""
+def selection_stage(
+    *, params: Params, train_root: str | Path, out_dir: str | Path
+) -> dict[str, Any]:
+    """Stage worker for ``selection``: rank the sweep's variants on their seed means and pick
+    the best variant's best seed (:func:`choose_by_variant`), the model fine-tuning resumes.
+
+    Reads ``<train_root>/<seed>-<variant>/summary.json`` of every sweep member (seeds x
+    variants in ``params.sweep``) and the winner's ``checkpoints/best.ckpt`` (or its averaged
+    checkpoint) and ``feature_metadata.json``. Writes into ``out_dir``: ``selection.json``
+    (winner, reason, variant statistics, ranked table), ``leaderboard.csv``, ``metrics.json``
+    (``sweep_*``) and ``winner/{model.ckpt,summary.json,feature_metadata.json}``.
+
+    Args:
+        params: the params (``sweep`` and ``selection`` sections).
+        train_root: the folder of the sweep's run folders (``runs/train``).
+        out_dir: the stage's output folder.
+
+    Returns:
+        The content of ``selection.json``.
+
+    Raises:
+        FileNotFoundError: a sweep member has not finished.
+    """
     candidates = sweep_candidates(train_root, params)
     ranked, reason, stats = choose_by_variant(candidates, params.selection)
     fallback = tuning_fallback(candidates, params.selection)

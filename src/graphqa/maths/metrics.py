@@ -40,6 +40,20 @@ BOOTSTRAP_LEVEL = 0.95
 MIN_BOOTSTRAP_TARGETS = 2
 
 
+def rounded(value: float | None, digits: int = 6) -> float | None:
+    """A number as written to JSON outputs: rounded, and ``None`` when missing or not finite
+    (JSON has no NaN or infinity, and rounding keeps outputs byte-stable across machines).
+
+    Args:
+        value: the number (or ``None``).
+        digits: decimal places kept.
+
+    Returns:
+        The rounded float, or ``None``.
+    """
+    return None if value is None or not math.isfinite(value) else round(float(value), digits)
+
+
 def _float64(a: object) -> np.ndarray:
     if isinstance(a, torch.Tensor):
         a = a.detach().cpu().double().numpy()
@@ -77,10 +91,28 @@ def _corr(fn, a: np.ndarray, b: np.ndarray) -> float:
 
 
 def pearson(pred: np.ndarray, true: np.ndarray) -> float:
+    """Pearson correlation of predictions with labels, NaN where it is undefined.
+
+    Args:
+        pred: predicted scores.
+        true: labels, same length.
+
+    Returns:
+        The correlation; NaN for fewer than 2 values or a constant input.
+    """
     return _corr(pearsonr, np.asarray(pred, float), np.asarray(true, float))
 
 
 def spearman(pred: np.ndarray, true: np.ndarray) -> float:
+    """Spearman rank correlation of predictions with labels, NaN where it is undefined.
+
+    Args:
+        pred: predicted scores.
+        true: labels, same length.
+
+    Returns:
+        The correlation; NaN for fewer than 2 values or a constant input.
+    """
     return _corr(spearmanr, np.asarray(pred, float), np.asarray(true, float))
 
 

@@ -4,8 +4,9 @@ The network is trained for ranking as much as for regression, so ``sigmoid(logit
 match the observed DockQ. Everything here is fitted on a held-out calibration split and is a
 pure function of numpy arrays (float64): temperature scaling (a monotone map, so it keeps the
 ranking), isotonic regression, a decision threshold for "acceptable" models (DockQ >= 0.23) and
-target-grouped conformal intervals. Reliability diagnostics (ECE) live in :mod:`graphqa.metrics`
-with every other metric and are re-exported here.
+target-grouped conformal intervals. Reliability diagnostics (ECE) live in
+:mod:`graphqa.maths.metrics` with every other metric. The stage that fits all this on val_calib
+is :mod:`graphqa.calibration`.
 
 Intervals: splits are by target, so a new target is the exchangeable unit, not a new model. The
 interval ``pred ± q · s(pred)`` uses a difficulty scale ``s`` known at predict time and a
@@ -19,7 +20,6 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -28,7 +28,7 @@ from scipy.special import expit
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import f1_score, matthews_corrcoef, precision_score, recall_score
 
-from graphqa.metrics import expected_calibration_error, mse, reliability_curve, target_members
+from graphqa.maths.metrics import mse, reliability_curve, target_members
 
 # Slack when comparing criterion values: MCC ties equal in exact arithmetic can differ by an ulp.
 _TIE_ATOL = 1e-12
@@ -574,126 +574,23 @@ def coverage_by_band(
     return rows
 
 
-# --------------------------------------------------------------------------- stage worker
+def reliability_rows(
+    raw: np.ndarray, calibrated: np.ndarray, labels: np.ndarray, bins: int
+) -> list[dict[str, Any]]:
+    """The reliability table of a split before and after calibration (``reliability.csv``).
 
+    Args:
+        raw: uncalibrated scores in [0, 1].
+        calibrated: the same graphs' calibrated scores.
+        labels: their DockQ.
+        bins: equal-width probability bins.
 
-def calibrate_final(
-    *,
-    cfg: Any,
-    model_path: str | Path,
-    schema_dir: str | Path,
-    out_dir: str | Path,
-    scorer_path: str | Path | None = None,
-    trees_dir: str | Path | None = None,
-) -> dict[str, Any]:
-    """Stage ``calibration``: predict val_calib once, fit both calibrators, apply the chosen
-    one, tune the acceptable-model threshold and the target-grouped interval on it.
-
-    The interval's difficulty scale is ``cfg.interval_scale`` when the params carry it (else
-    :data:`DEFAULT_INTERVAL_SCALE`); its coverage on val_calib is in-sample (>= nominal by
-    construction when guaranteed) and is reported per DockQ band in interval_coverage.csv.
-
-    With ``scorer_path`` (stage ``scorer``'s choice) and ``trees_dir``, everything is fitted
-    on the *shipped* score (GNN, trees or blend, as a logit); without them, on the GNN's.
+    Returns:
+        One row per bin of :func:`graphqa.maths.metrics.reliability_curve`, raw bins first,
+        each tagged ``calibration: raw | calibrated``.
     """
-    import pandas as pd
-
-    from graphqa.contract import write_json
-    from graphqa.data import PackedSplit
-    from graphqa.module import load_module
-    from graphqa.scoring import packed_logits
-
-    split = PackedSplit.load(Path(schema_dir) / "packed" / "val_calib.pt")
-    components: dict[str, np.ndarray] = {}
-    if scorer_path is None:
-        logits = packed_logits(load_module(model_path).net, split).numpy()
-    else:
-        from graphqa.contract import read_json
-        from graphqa.schema import FEATURE_METADATA, FeatureSchema
-        from graphqa.scorer import Scorer, load_pipeline_trees, packed_components
-
-        if trees_dir is None:
-            raise ValueError("calibrating a shipped scorer needs the trees folder")
-        scorer = Scorer.from_dict(read_json(scorer_path))
-        schema = FeatureSchema.load(Path(schema_dir) / FEATURE_METADATA)
-        trees = load_pipeline_trees(trees_dir, schema)
-        gnn_logits, trees_pred = packed_components(
-            model_ckpt=model_path, trees_model=trees, split=split, schema=schema
-        )
-        logits = scorer.shipped_logits(gnn_logits, trees_pred)
-        components = {
-            f"pred_{name}": score
-            for name, score in scorer.components(gnn_logits, trees_pred).items()
-        }
-    labels = split.y.double().numpy()
-    raw = expit(logits)
-    temperature, temperature_fit = fit_temperature(logits, labels, cfg.fit_bias, cfg.loss)
-    isotonic, isotonic_fit = fit_isotonic(raw, labels)
-    scores = {
-        "temperature": temperature.apply(logits),
-        "isotonic": isotonic.apply(raw),
-        "none": raw,
-    }[cfg.method]
-    sweep = threshold_sweep(scores, labels, cfg.acceptable_dockq, cfg.threshold_criterion)
-    targets = np.asarray(split.targets)
-    scale = cfg.interval_scale
-    interval = fit_conformal_interval(scores, labels, targets, cfg.coverage, scale)
-    half_widths = interval.half_widths(scores, targets)
-    low, high = interval.bounds(scores, targets)
-    bands = coverage_by_band(scores, labels, half_widths, targets)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    calibration = {
-        "method": cfg.method,
-        "split": "val_calib",
-        "n": len(labels),
-        "temperature": temperature.to_dict(),
-        "isotonic": isotonic.to_dict(),
-        "fit": {"temperature": temperature_fit, "isotonic": isotonic_fit},
-        "conformal": interval.to_dict(),
-    }
-    write_json(out / "calibration.json", calibration)
-    write_json(out / "thresholds.json", {"acceptable_dockq": cfg.acceptable_dockq, **sweep})
-    pd.DataFrame(
-        {
-            "MODEL": split.models,
-            "TARGET": split.targets,
-            "dockq": labels,
-            "logit": logits,
-            **components,
-            "pred_raw": raw,
-            "pred_calibrated": scores,
-            "interval_low": low,
-            "interval_high": high,
-        }
-    ).to_csv(out / "val_calib_predictions.csv", index=False, float_format="%.6f")
-    pd.DataFrame([{"split": "val_calib", **row} for row in bands]).to_csv(
-        out / "interval_coverage.csv", index=False, float_format="%.6f"
-    )
-    rows = [
-        {"calibration": "raw", **r} for r in reliability_curve(raw, labels, cfg.reliability_bins)
-    ]
+    rows = [{"calibration": "raw", **r} for r in reliability_curve(raw, labels, bins)]
     rows += [
-        {"calibration": "calibrated", **r}
-        for r in reliability_curve(scores, labels, cfg.reliability_bins)
+        {"calibration": "calibrated", **r} for r in reliability_curve(calibrated, labels, bins)
     ]
-    pd.DataFrame(rows).to_csv(out / "reliability.csv", index=False, float_format="%.6f")
-    metrics = {
-        "calib_ece_raw": expected_calibration_error(raw, labels, cfg.reliability_bins),
-        "calib_ece_calibrated": expected_calibration_error(scores, labels, cfg.reliability_bins),
-        "acceptable_threshold": sweep["threshold"],
-        f"acceptable_{cfg.threshold_criterion}": sweep["value"],
-        "interval_half_width": float(half_widths.mean()),
-        "interval_coverage": bands[0]["coverage"],
-        "interval_coverage_target_mean": bands[0]["coverage_target_mean"],
-        "interval_n_targets": interval.n_targets,
-    }
-    rounded: dict[str, Any] = {k: round(float(v), 6) for k, v in metrics.items()}
-    write_json(out / "metrics.json", {**rounded, "interval_guarantee": interval.guarantee()})
-    print(
-        f"calibration: {cfg.method}; ECE {metrics['calib_ece_raw']:.4f} -> "
-        f"{metrics['calib_ece_calibrated']:.4f}; threshold {sweep['threshold']:.3f}; "
-        f"mean ±{metrics['interval_half_width']:.3f} ({scale} scale) for "
-        f"{cfg.coverage:.0%}: {interval.guarantee()}"
-    )
-    return calibration
+    return rows

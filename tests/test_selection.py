@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from graphqa.config import Params, SelectionConfig, parse_params
-from graphqa.select import (
+from graphqa.selection import (
     DIRECTIONS,
     METRICS_FILE_KEYS,
     Candidate,
@@ -24,7 +24,7 @@ from graphqa.select import (
     load_candidate,
     rank,
     run_candidates,
-    select_sweep,
+    selection_stage,
     sweep_candidates,
     tuning_fallback,
     variant_stats,
@@ -686,7 +686,9 @@ def test_select_sweep_reports_the_winning_variants_mean_and_sd(tmp_path: Path) -
     for seed, base, wide in ((0, 0.10, 0.05), (1, 0.12, 0.30)):
         write_run(tmp_path / "train" / f"{seed}-base", seed, base)
         write_run(tmp_path / "train" / f"{seed}-wide", seed, wide)
-    selection = select_sweep(params=params, train_root=tmp_path / "train", out_dir=tmp_path / "sel")
+    selection = selection_stage(
+        params=params, train_root=tmp_path / "train", out_dir=tmp_path / "sel"
+    )
     assert selection["winner"] == "train/0-base" and selection["variant"] == "base"
     metrics = strict_json(tmp_path / "sel" / "metrics.json")
     assert metrics["sweep_variant_mean"] == pytest.approx(0.11)
@@ -715,7 +717,7 @@ def test_an_averaged_model_is_its_own_candidate_and_ships_its_checkpoint(tmp_pat
     assert averaged.checkpoint.endswith("0-base/checkpoints/averaged.ckpt")
 
     out = tmp_path / "sel"
-    selection = select_sweep(params=params, train_root=tmp_path / "train", out_dir=out)
+    selection = selection_stage(params=params, train_root=tmp_path / "train", out_dir=out)
     assert selection["winner"] == "train/0-base:averaged"
     assert (out / "winner" / "model.ckpt").read_bytes() == b"averaged of 0-base"
     # Read back from winner/ (as final selection does): the averaged model's metrics, and the
