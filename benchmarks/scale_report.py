@@ -391,7 +391,7 @@ def run_scale(
 ) -> dict[str, Any]:
     """Every step at one scale; returns {"stats": ..., "steps": {step: row}}."""
     from graphqa.files import write_json
-    from graphqa.selection import MODEL_CARD, WINNER_FILES
+    from graphqa.layout import MODEL_CARD, MODEL_FILES
 
     work = work_root / scale.slug
     shutil.rmtree(work, ignore_errors=True)
@@ -459,7 +459,7 @@ def run_scale(
         )
         # final_model's layout (winner files + model card) from the 1-run sweep's winner
         model_dir.mkdir()
-        for name in WINNER_FILES:
+        for name in MODEL_FILES:
             shutil.copyfile(selection / "winner" / name, model_dir / name)
         write_json(model_dir / MODEL_CARD, {"model": "train/0-base", "reason": "scale_report"})
         ckpt = str(model_dir / "model.ckpt")

@@ -22,10 +22,16 @@ from safetensors.torch import load_file, save_file
 
 from graphqa.contract import DataContractError, read_json
 from graphqa.files import atomic_dir, dump_json, sha256_file, write_json
-from graphqa.layout import FEATURE_METADATA
+from graphqa.layout import FEATURE_METADATA, METRICS, MODEL_CARD, MODEL_CHECKPOINT, ModelPaths
+from graphqa.maths.calibration import INTERVAL_SCALES, ConformalInterval
 from graphqa.model import NetConfig, TopoQANet, build_net
+from graphqa.module import load_module
+from graphqa.pooled import pooled_feature_names
 from graphqa.schema import FeatureSchema
 from graphqa.scorer import Scorer
+from graphqa.trees import MODEL_FILE as TREES_MODEL
+from graphqa.trees import SUMMARY_FILE as TREES_SUMMARY
+from graphqa.trees import load_trees
 
 BUNDLE_FORMAT = "graphqa.bundle/1"
 MANIFEST = "bundle.json"
@@ -80,8 +86,6 @@ def build_bundle(
     """Write the bundle folder atomically and return its manifest. ``trees_model`` (a
     LightGBM text model) and ``scorer`` (``scorer.json``) travel with the network when the
     pipeline has them; a bundle without them ships the GNN alone."""
-    from graphqa.module import load_module
-
     net = load_module(model_ckpt).net
     with atomic_dir(out_dir) as tmp:
         state = {k: v.contiguous() for k, v in net.state_dict().items()}
@@ -99,7 +103,7 @@ def build_bundle(
             write_json(tmp / FEATURE_MASK, mask)
         write_json(tmp / "params.json", params)
         write_json(tmp / "provenance.json", provenance)
-        write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / METRICS, metrics)
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
         manifest = {"format": BUNDLE_FORMAT, "files": files}
         (tmp / MANIFEST).write_text(dump_json(manifest))
@@ -393,8 +397,6 @@ def _check_calibration(path: Path) -> dict[str, Any]:
             target-grouped form also a known ``method`` and ``scale``, ``floor`` > 0, counts
             ``n_targets``/``n`` and the flag ``guaranteed``) is malformed.
     """
-    from graphqa.maths.calibration import INTERVAL_SCALES, ConformalInterval
-
     calibration = _read_object(path, "the calibration policy")
     method = calibration.get("method")
     if not isinstance(method, str) or method not in CALIBRATION_METHODS:
@@ -519,9 +521,6 @@ def load_bundle(root: str | Path) -> Bundle:
     )
     trees = None
     if (root / TREES).is_file():
-        from graphqa.pooled import pooled_feature_names
-        from graphqa.trees import load_trees
-
         trees = load_trees(
             root / TREES,
             manifest["files"][TREES],
@@ -554,30 +553,28 @@ def bundle_stage(
 ) -> dict[str, Any]:
     """Stage ``bundle``: package the final model (and the trees and the scorer choice when
     given) with its calibration and provenance."""
-    from graphqa.selection import MODEL_CARD
-
-    model_dir, calibration_dir = Path(model_dir), Path(calibration_dir)
-    card = read_json(model_dir / MODEL_CARD)
-    chosen = read_json(model_dir / "summary.json")
+    model, calibration_dir = ModelPaths(Path(model_dir)), Path(calibration_dir)
+    card = read_json(model.card)
+    chosen = read_json(model.summary)
     inputs = {
-        "model.ckpt": model_dir / "model.ckpt",
-        "model_summary.json": model_dir / "summary.json",
-        MODEL_CARD: model_dir / MODEL_CARD,
-        FEATURE_METADATA: model_dir / FEATURE_METADATA,
+        MODEL_CHECKPOINT: model.checkpoint,
+        "model_summary.json": model.summary,
+        MODEL_CARD: model.card,
+        FEATURE_METADATA: model.feature_metadata,
         CALIBRATION: calibration_dir / CALIBRATION,
         THRESHOLDS: calibration_dir / THRESHOLDS,
-        "calibration_metrics.json": calibration_dir / "metrics.json",
+        "calibration_metrics.json": calibration_dir / METRICS,
     }
     if trees_dir is not None:
-        inputs[TREES] = Path(trees_dir) / "model.txt"
-        inputs["trees_summary.json"] = Path(trees_dir) / "summary.json"
+        inputs[TREES] = Path(trees_dir) / TREES_MODEL
+        inputs["trees_summary.json"] = Path(trees_dir) / TREES_SUMMARY
     if scorer_dir is not None:
         inputs[SCORER] = Path(scorer_dir) / SCORER
     metrics = {
         "model": card["model"],
         "why": card["reason"],
         "val": chosen["metrics"],
-        "val_calib": read_json(calibration_dir / "metrics.json"),
+        "val_calib": read_json(calibration_dir / METRICS),
     }
     if scorer_dir is not None:
         choice = read_json(inputs[SCORER])
@@ -587,7 +584,7 @@ def bundle_stage(
             "val": choice["candidates"],
         }
     return build_bundle(
-        model_ckpt=inputs["model.ckpt"],
+        model_ckpt=inputs[MODEL_CHECKPOINT],
         feature_metadata=inputs[FEATURE_METADATA],
         calibration=inputs[CALIBRATION],
         thresholds=inputs[THRESHOLDS],

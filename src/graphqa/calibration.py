@@ -20,7 +20,7 @@ from graphqa.config import CalibrationConfig
 from graphqa.contract import read_json
 from graphqa.data import PackedSplit
 from graphqa.files import write_json
-from graphqa.layout import SchemaPaths
+from graphqa.layout import METRICS, SchemaPaths
 from graphqa.maths.calibration import (
     coverage_by_band,
     fit_conformal_interval,
@@ -47,7 +47,7 @@ THRESHOLDS_FILE = "thresholds.json"
 PREDICTIONS_FILE = "val_calib_predictions.csv"
 COVERAGE_FILE = "interval_coverage.csv"
 RELIABILITY_FILE = "reliability.csv"
-METRICS_FILE = "metrics.json"
+METRICS_FILE = METRICS
 
 
 def val_calib_scores(

@@ -18,7 +18,7 @@ import pandas as pd
 from graphqa.bundle import load_bundle
 from graphqa.data import PackedSplit
 from graphqa.files import write_json
-from graphqa.layout import SchemaPaths
+from graphqa.layout import METRICS, SchemaPaths
 from graphqa.maths.calibration import ConformalInterval, coverage_by_band, reliability_rows
 from graphqa.maths.metrics import (
     BOOTSTRAP_LEVEL,
@@ -288,7 +288,7 @@ def evaluate_stage(
         out_dir / "interval_coverage.csv", **csv
     )
     pd.DataFrame(reliability).to_csv(out_dir / "reliability.csv", **csv)
-    write_json(out_dir / "metrics.json", metrics)
+    write_json(out_dir / METRICS, metrics)
     print(
         f"evaluate: {len(frame)} test graphs, {metrics['test_n_targets']} targets at "
         f"{report['graphs_per_s']} graphs/s; shipped {bundle.scorer.family}: ranking loss "

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from graphqa.files import atomic_dir, write_json
-from graphqa.selection import MODEL_CARD, WINNER_FILES, copy_winner
+from graphqa.layout import MODEL_CARD, MODEL_FILES
+from graphqa.selection import copy_winner
 
 
 def final_model_stage(
@@ -65,7 +66,7 @@ def final_model_stage(
     card["flt_recommended_keep"] = keep
     with atomic_dir(out_dir) as tmp:
         copy_winner(source, tmp / "files")
-        for name in WINNER_FILES:
+        for name in MODEL_FILES:
             (tmp / "files" / name).rename(tmp / name)
         (tmp / "files").rmdir()
         write_json(tmp / MODEL_CARD, card)

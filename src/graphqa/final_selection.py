@@ -24,7 +24,7 @@ import torch
 
 from graphqa.config import Params
 from graphqa.data import PackedSplit
-from graphqa.layout import SchemaPaths
+from graphqa.layout import MODEL_CHECKPOINT, SchemaPaths
 from graphqa.maths.evidence import (
     ANALOGUE_DIRECTION,
     ANALOGUE_LABEL,
@@ -57,7 +57,7 @@ SWEEP_VARIANT = "sweep_winner"
 
 
 def _checkpoint(candidate: Candidate) -> Path:
-    return winner_sources(candidate.run_dir, candidate.checkpoint)["model.ckpt"]
+    return winner_sources(candidate.run_dir, candidate.checkpoint)[MODEL_CHECKPOINT]
 
 
 def finetune_evidence(

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from graphqa.config import Params, parse_params
 from graphqa.files import write_json
-from graphqa.layout import FEATURE_METADATA, SUMMARY, RunPaths
+from graphqa.layout import FEATURE_METADATA, METRICS, SUMMARY, ModelPaths, RunPaths
 from graphqa.selection import WINNER_DIR
 from graphqa.train import train_stage
 
@@ -33,8 +33,8 @@ def write_skipped(out_dir: str | Path, reason: str) -> dict[str, Any]:
     summary = {"skipped": True, "reason": reason}
     for name in (SUMMARY, FEATURE_METADATA):
         write_json(out_dir / name, summary)
-    write_json(out_dir / "metrics.json", {})
-    write_json(out_dir / "dvclive" / "metrics.json", {})
+    write_json(RunPaths(out_dir).metrics_json, {})
+    write_json(RunPaths(out_dir).dvclive / METRICS, {})
     (out_dir / "metrics.csv").write_text("epoch\n")
     return summary
 
@@ -54,7 +54,7 @@ def resume_checkpoint(
                 "phase 1 produced no checkpoint"
             )
         return ckpt
-    return Path(selection_dir) / WINNER_DIR / "model.ckpt"
+    return ModelPaths(Path(selection_dir) / WINNER_DIR).checkpoint
 
 
 def finetune_stage(
@@ -95,7 +95,7 @@ def finetune_stage(
     """
     if not params.finetune.enabled:
         return write_skipped(out_dir, "finetune.enabled is false")
-    winner_path = RunPaths(Path(selection_dir) / WINNER_DIR).summary
+    winner_path = ModelPaths(Path(selection_dir) / WINNER_DIR).summary
     winner_summary = json.loads(winner_path.read_text())
     phase_cfg = params.finetune.phase1 if phase == 1 else params.finetune.phase2
     overrides: dict[str, Any] = dict(phase_cfg.overrides)

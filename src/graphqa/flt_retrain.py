@@ -11,7 +11,7 @@ from typing import Any
 
 from graphqa.config import Params, parse_params
 from graphqa.contract import read_json
-from graphqa.layout import RunPaths
+from graphqa.layout import ModelPaths
 from graphqa.maths.flt import mask_filename, retrain_name
 from graphqa.selection import WINNER_DIR
 from graphqa.train import train_stage
@@ -49,7 +49,7 @@ def flt_retrain_stage(
     Returns:
         The run's ``summary.json`` content.
     """
-    recipe = read_json(RunPaths(Path(selection_dir) / WINNER_DIR).summary)["params"]
+    recipe = read_json(ModelPaths(Path(selection_dir) / WINNER_DIR).summary)["params"]
     overrides = {
         "feature_mask.path": (Path(flt_dir) / mask_filename(keep_frac)).as_posix(),
         "feature_mask.apply_to": ["node", "topology", "edge"],

@@ -23,7 +23,7 @@ from graphqa.config import FltConfig, Params
 from graphqa.contract import DataContractError, read_json
 from graphqa.data import PackedSplit
 from graphqa.files import atomic_dir, write_json
-from graphqa.layout import RunPaths, SchemaPaths
+from graphqa.layout import METRICS, RunPaths, SchemaPaths
 from graphqa.maths.evidence import per_target
 from graphqa.maths.flt import fraction_verdict, keep_label, mask_filename, recommend, retrain_name
 from graphqa.maths.metrics import BOOTSTRAP_LEVEL, BOOTSTRAP_RESAMPLES, resample_targets, rounded
@@ -291,7 +291,7 @@ def flt_summary_stage(
         (tmp / "flt_summary.csv").write_text(_csv_text(rows))
         write_json(tmp / "recommendation.json", recommendation)
         write_json(
-            tmp / "metrics.json",
+            tmp / METRICS,
             {
                 "flt_recommended_keep": rec["keep_fraction"],
                 "flt_recommended_val_loss": chosen["val_loss"]["mean"],

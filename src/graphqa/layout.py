@@ -8,7 +8,10 @@ class, and every reader asks it.
 - :class:`SchemaPaths`: stage ``schema``'s folder (``data/schema``): the resolved feature
   schema, the dataset coverage report and one packed tensor file per split;
 - :class:`RunPaths`: one training run (``runs/train/<seed>-<variant>``, fine-tunes, FLT
-  retrains, the selected winners): checkpoints, per-epoch metrics, the run summary.
+  retrains): checkpoints, per-epoch metrics, the run summary;
+- :class:`ModelPaths`: a chosen model (``runs/selection/winner``,
+  ``runs/final_selection/winner``, ``runs/final_model``): its weights, its run's summary and
+  schema, and (``final_model``) the model card saying which model and why.
 
 The bundle's files are named in :mod:`graphqa.bundle` (its format is versioned there).
 """
@@ -26,6 +29,12 @@ SUMMARY = "summary.json"
 METRICS = "metrics.json"
 #: The schema stage's report of labelled graphs found and used per split.
 DATASET_COVERAGE = "dataset_coverage.json"
+#: A chosen model's weights (a Lightning checkpoint) in its folder.
+MODEL_CHECKPOINT = "model.ckpt"
+#: The shipped model's card (which model, and why), written by the final_model stage.
+MODEL_CARD = "model.json"
+#: The files every chosen model's folder holds.
+MODEL_FILES = (MODEL_CHECKPOINT, SUMMARY, FEATURE_METADATA)
 
 
 def packed_path(packed_dir: str | Path, split: str) -> Path:
@@ -116,3 +125,37 @@ class RunPaths:
     def dvclive(self) -> Path:
         """DVCLive's folder (plots, params)."""
         return self.root / "dvclive"
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    """The files of a chosen model's folder (a selection's ``winner/``, ``runs/final_model``).
+
+    Args:
+        root: the folder.
+    """
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def checkpoint(self) -> Path:
+        """The model's weights."""
+        return self.root / MODEL_CHECKPOINT
+
+    @property
+    def summary(self) -> Path:
+        """The summary of the run the model came from (params, metrics)."""
+        return self.root / SUMMARY
+
+    @property
+    def feature_metadata(self) -> Path:
+        """The schema the model was trained on."""
+        return self.root / FEATURE_METADATA
+
+    @property
+    def card(self) -> Path:
+        """Which model ships and why (``runs/final_model`` only)."""
+        return self.root / MODEL_CARD

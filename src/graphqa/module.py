@@ -70,7 +70,22 @@ def val_metrics(
 
 
 class GraphQAModule(L.LightningModule):
-    """Wraps a plain ``nn.Module``; optimisation and selection settings are plain dicts."""
+    """Wraps a plain ``nn.Module`` with the training step, validation metrics and optimiser.
+
+    The settings arrive as plain dicts (``params.optimizer.model_dump()`` ...), not the typed
+    config sections, on purpose: Lightning saves ``__init__``'s arguments into every
+    checkpoint as its hyper-parameters, and checkpoints are loaded with ``weights_only=True``
+    (nothing is unpickled), which admits builtins but not pydantic objects. The typed sections
+    validated them before they got here.
+
+    Args:
+        net: the network (:class:`~graphqa.model.TopoQANet`).
+        optimizer: ``params.optimizer`` as a dict.
+        scheduler: ``params.scheduler`` as a dict.
+        loss: ``params.loss`` as a dict.
+        selection: ``params.selection`` as a dict (the checkpoint-ranking metric).
+        compile: run the network through ``torch.compile`` (a speed switch, not saved).
+    """
 
     def __init__(
         self,

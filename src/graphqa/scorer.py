@@ -33,7 +33,7 @@ from scipy.special import expit, logit
 from graphqa.contract import DataContractError, read_json
 from graphqa.data import PackedSplit
 from graphqa.files import atomic_dir, write_json
-from graphqa.layout import SchemaPaths
+from graphqa.layout import METRICS, ModelPaths, SchemaPaths
 from graphqa.maths.evidence import better, mean_difference
 from graphqa.maths.metrics import (
     BOOTSTRAP_LEVEL,
@@ -388,7 +388,7 @@ def scorer_stage(
     trees = load_pipeline_trees(trees_dir, schema)
     val = PackedSplit.load(SchemaPaths(Path(schema_dir)).packed("val"))
     gnn_logits, trees_pred = packed_components(
-        net=load_module(model_dir / "model.ckpt").net, trees=trees, split=val, schema=schema
+        net=load_module(ModelPaths(model_dir).checkpoint).net, trees=trees, split=val, schema=schema
     )
     decision = choose_family(
         family, gnn_logits, trees_pred, val.y.double().numpy(), np.asarray(val.targets)
@@ -407,7 +407,7 @@ def scorer_stage(
         metrics[f"val_{name}_spearman_pooled"] = facts["val_spearman_pooled"]
     with atomic_dir(out_dir) as tmp:
         write_json(tmp / SCORER_FILE, record)
-        write_json(tmp / "metrics.json", metrics)
+        write_json(tmp / METRICS, metrics)
     print(
         f"scorer: ships {scorer.family} (blend weight {scorer.blend_weight:g}): {record['reason']}"
     )

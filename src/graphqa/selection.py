@@ -32,7 +32,14 @@ from typing import Any
 
 from graphqa.config import Params, SelectionConfig
 from graphqa.files import dump_json, write_json
-from graphqa.layout import FEATURE_METADATA, SUMMARY, RunPaths
+from graphqa.layout import (
+    FEATURE_METADATA,
+    METRICS,
+    MODEL_CHECKPOINT,
+    SUMMARY,
+    ModelPaths,
+    RunPaths,
+)
 
 #: metric -> "min" or "max" (which way is better)
 DIRECTIONS: dict[str, str] = {
@@ -344,7 +351,7 @@ def winner_candidate(winner_dir: str | Path, name: str) -> Candidate:
     cand = load_candidate(winner_dir, name.removesuffix(AVERAGED), averaged=averaged)
     if cand is None:
         raise FileNotFoundError(f"{Path(winner_dir) / 'summary.json'}: no finished winner")
-    return replace(cand, name=name, checkpoint=(Path(winner_dir) / "model.ckpt").as_posix())
+    return replace(cand, name=name, checkpoint=ModelPaths(winner_dir).checkpoint.as_posix())
 
 
 def sweep_candidates(train_root: str | Path, params: Params) -> list[Candidate]:
@@ -410,7 +417,7 @@ def _table(ranked: list[Candidate]) -> list[dict[str, Any]]:
             "name": c.name,
             "variant": c.group,
             "run_dir": c.run_dir,
-            "checkpoint": winner_sources(c.run_dir, c.checkpoint)["model.ckpt"].as_posix(),
+            "checkpoint": winner_sources(c.run_dir, c.checkpoint)[MODEL_CHECKPOINT].as_posix(),
             "metrics": c.metrics,
             "params": c.params,
         }
@@ -419,9 +426,6 @@ def _table(ranked: list[Candidate]) -> list[dict[str, Any]]:
 
 
 WINNER_DIR = "winner"
-WINNER_FILES = ("model.ckpt", SUMMARY, FEATURE_METADATA)
-#: The shipped model's card (which model, and why), written by the final_model stage.
-MODEL_CARD = "model.json"
 
 
 def winner_sources(run_dir: str | Path, checkpoint: str | Path | None = None) -> dict[str, Path]:
@@ -432,11 +436,11 @@ def winner_sources(run_dir: str | Path, checkpoint: str | Path | None = None) ->
     if checkpoint is not None:
         ckpt = Path(checkpoint)
     else:
-        ckpt = run_dir / "model.ckpt"
+        ckpt = ModelPaths(run_dir).checkpoint
         if not ckpt.exists():
             ckpt = RunPaths(run_dir).checkpoints / "best.ckpt"
     return {
-        "model.ckpt": ckpt,
+        MODEL_CHECKPOINT: ckpt,
         SUMMARY: RunPaths(run_dir).summary,
         FEATURE_METADATA: RunPaths(run_dir).feature_metadata,
     }
@@ -480,7 +484,7 @@ def write_selection(
         "winner": win.name,
         "variant": win.group,
         "run_dir": win.run_dir,
-        "checkpoint": f"{(out_dir / WINNER_DIR).as_posix()}/model.ckpt",
+        "checkpoint": f"{(out_dir / WINNER_DIR).as_posix()}/{MODEL_CHECKPOINT}",
         "reason": reason,
         **(extra or {}),
         "ranked": _table(ranked),
@@ -492,7 +496,7 @@ def write_selection(
     )
     metrics = {f"{metric_prefix}{m}": win.value(m) for m in METRICS_FILE_KEYS}
     metrics.update({f"{metric_prefix}{k}": v for k, v in (extra_metrics or {}).items()})
-    write_json(out_dir / "metrics.json", metrics)
+    write_json(out_dir / METRICS, metrics)
     return selection
 
 

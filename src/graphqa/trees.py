@@ -37,7 +37,7 @@ from graphqa.config import Params, TreesConfig
 from graphqa.contract import DataContractError
 from graphqa.data import PackedSplit
 from graphqa.files import atomic_dir, write_json
-from graphqa.layout import SUMMARY, SchemaPaths
+from graphqa.layout import METRICS, SUMMARY, SchemaPaths
 from graphqa.maths.metrics import mae, mse, pearson, per_target_table, spearman
 from graphqa.pooled import pooled_feature_names, pooled_split
 from graphqa.schema import FeatureSchema
@@ -45,7 +45,7 @@ from graphqa.schema import FeatureSchema
 TREES_FORMAT = "graphqa.trees/1"
 MODEL_FILE = "model.txt"
 SUMMARY_FILE = SUMMARY
-METRICS_FILE = "metrics.json"
+METRICS_FILE = METRICS
 #: Every LightGBM text model starts with this line (pickles start with ``\x80``).
 _TEXT_MAGIC = b"tree\n"
 
