@@ -12,6 +12,13 @@ from graphqa.dataset import dataset_stage
 from graphqa.schema import schema_stage
 
 REPO = Path(__file__).resolve().parents[1]
+#: The users' system beside the checkout (``../shared``), else where this workplace keeps it.
+SHARED = next(
+    (p for p in (REPO.parent / "shared", Path("/work/shared")) if p.is_dir()),
+    REPO.parent / "shared",
+)
+#: The graph builder's own tiny output (written independently of graphqa; never regenerate it).
+BUILDER_SAMPLE = SHARED / "fixtures" / "builder_sample"
 
 # Tiny profile: same sections as params.yaml, sized so a stage runs in seconds on 2 CPU cores.
 TINY_OVERRIDES = {

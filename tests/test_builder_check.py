@@ -11,7 +11,9 @@ import pytest
 
 from graphqa.cli import main
 
-FIXTURE = Path("/work/shared/fixtures/builder_sample")
+from .conftest import BUILDER_SAMPLE
+
+FIXTURE = BUILDER_SAMPLE
 SIDECARS = [
     "topology_columns.json",
     "node_columns.json",

@@ -10,7 +10,7 @@ import pytest
 
 from graphqa.cli import main
 
-from .conftest import REPO
+from .conftest import BUILDER_SAMPLE, REPO
 
 
 def test_config_prints_validated_sections(capsys: pytest.CaptureFixture[str]) -> None:
@@ -140,7 +140,7 @@ def test_resume_command_refuses_a_folder_without_a_run(
 # graphqa validate: the graph builder's validator
 
 
-BUILDER_GRAPHS = Path("/work/shared/fixtures/builder_sample/graph_data")
+BUILDER_GRAPHS = BUILDER_SAMPLE / "graph_data"
 
 
 def _graphs_copy(tmp_path: Path) -> Path:

@@ -26,7 +26,9 @@ from graphqa.manifest import (
     verify_entry,
 )
 
-FIXTURE = Path("/work/shared/fixtures/builder_sample")
+from .conftest import BUILDER_SAMPLE
+
+FIXTURE = BUILDER_SAMPLE
 FIXTURE_GRAPHS = FIXTURE / "graph_data"
 FIXTURE_KEYS = [f"{t}/{t.lower()}_{i}.pt" for t in ("1ABC", "2XYZ", "3PQR") for i in (1, 2, 3)]
 

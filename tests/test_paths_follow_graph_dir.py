@@ -24,10 +24,10 @@ import yaml
 
 from graphqa.config import apply_overrides
 
-from .conftest import REPO
+from .conftest import BUILDER_SAMPLE, REPO
 
-SAMPLE = REPO.parent / "shared" / "fixtures" / "builder_sample"
-needs_sample = pytest.mark.skipif(not SAMPLE.is_dir(), reason="../shared/fixtures is not here")
+SAMPLE = BUILDER_SAMPLE
+needs_sample = pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"{SAMPLE} is not here")
 SPLITS = ("train", "val", "val_calib", "test", "tuning")
 SUMMARY_DEP = "${paths.graph_dir}/../graph_builder_summary.json"
 

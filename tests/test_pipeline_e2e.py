@@ -21,7 +21,7 @@ import yaml
 
 from graphqa.config import apply_overrides
 
-from .conftest import REPO, TINY_OVERRIDES
+from .conftest import REPO, SHARED, TINY_OVERRIDES
 
 pytestmark = pytest.mark.e2e
 
@@ -368,7 +368,7 @@ def test_failed_schema_check_keeps_last_good_lock(repo_copy: tuple[Path, dict[st
     assert (repo / "dvc.lock").read_text() == lock_before
 
 
-SEED_000 = sorted((REPO.parent / "shared" / "seeds").glob("000_*.txt"))
+SEED_000 = sorted((SHARED / "seeds").glob("000_*.txt"))
 
 
 def _seed_000_config() -> str:
@@ -376,7 +376,7 @@ def _seed_000_config() -> str:
     return SEED_000[0].read_text().split("```yaml\n", 1)[1].split("```", 1)[0]
 
 
-@pytest.mark.skipif(not SEED_000, reason="../shared/seeds is not beside this checkout")
+@pytest.mark.skipif(not SEED_000, reason=f"{SHARED / 'seeds'} is not here")
 def test_seed_000_config_imports_and_the_pipeline_runs_on_it(
     baseline: tuple[Path, dict, str, Path],
 ) -> None:

@@ -29,7 +29,7 @@ from graphqa.layout import FEATURE_METADATA, packed_path
 from graphqa.manifest import manifest_entry
 from graphqa.schema import FeatureSchema, schema_stage
 
-from .conftest import label_files
+from .conftest import BUILDER_SAMPLE, label_files
 
 NODE_DIM = 172
 EDGE_DIM = 11
@@ -525,8 +525,6 @@ def test_load_graph_rejects_non_data_objects(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------------------------
 # A real builder folder (the independent fixture), its manifest, summary and sidecar paths
-
-BUILDER_SAMPLE = Path("/work/shared/fixtures/builder_sample")
 
 
 def _builder_copy(tmp_path: Path) -> Path:

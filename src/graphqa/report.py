@@ -36,7 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
+
+from graphqa.contract import DataContractError, read_json
+from graphqa.files import atomic_dir
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -298,8 +302,6 @@ def read_json_or_note(path: Path, notes: list[str], what: str) -> object | None:
     Returns:
         The parsed document, or None when the file is missing or not valid JSON.
     """
-    from graphqa.contract import DataContractError, read_json
-
     if not path.is_file():
         notes.append(f"{path}: missing; {what} skipped")
         return None
@@ -1171,8 +1173,6 @@ def draw_per_target(
     Returns:
         The figure, or None when no target has a shipped loss.
     """
-    import numpy as np
-
     means = means or {}
     data = losses[losses["shipped"].notna()]
     if data.empty:
@@ -1710,8 +1710,6 @@ def write_report(runs: str | Path = "runs", out: str | Path = "report") -> Repor
         ValueError: ``out`` exists and is not an earlier report.
         FileNotFoundError: ``runs`` is not a folder.
     """
-    from graphqa.files import atomic_dir
-
     out = Path(out)
     if out.exists() and (
         not out.is_dir() or (any(out.iterdir()) and not (out / REPORT_HTML).is_file())
