@@ -51,12 +51,8 @@ def packed_path(packed_dir: str | Path, split: str) -> Path:
 
 
 @dataclass(frozen=True)
-class SchemaPaths:
-    """The files of stage ``schema``'s folder.
-
-    Args:
-        root: the folder (``data/schema`` in the pipeline).
-    """
+class _Folder:
+    """A pipeline folder: its root, and the feature schema every such folder carries."""
 
     root: Path
 
@@ -65,8 +61,27 @@ class SchemaPaths:
 
     @property
     def feature_metadata(self) -> Path:
-        """The resolved feature schema (column names, dims, builder facts)."""
+        """The resolved feature schema (column names, dims, builder facts) of its data."""
         return self.root / FEATURE_METADATA
+
+
+@dataclass(frozen=True)
+class _TrainedFolder(_Folder):
+    """A folder that holds a training run's results, with the run's summary."""
+
+    @property
+    def summary(self) -> Path:
+        """Status, params, chosen checkpoint and metrics of the run."""
+        return self.root / SUMMARY
+
+
+@dataclass(frozen=True)
+class SchemaPaths(_Folder):
+    """The files of stage ``schema``'s folder.
+
+    Args:
+        root: the folder (``data/schema`` in the pipeline).
+    """
 
     @property
     def coverage(self) -> Path:
@@ -84,17 +99,12 @@ class SchemaPaths:
 
 
 @dataclass(frozen=True)
-class RunPaths:
+class RunPaths(_TrainedFolder):
     """The files of one training run's folder.
 
     Args:
         root: the run folder (e.g. ``runs/train/0-base``).
     """
-
-    root: Path
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root))
 
     @property
     def checkpoints(self) -> Path:
@@ -112,48 +122,23 @@ class RunPaths:
         return self.root / METRICS
 
     @property
-    def summary(self) -> Path:
-        """Status, params, chosen checkpoint and metrics of the run."""
-        return self.root / SUMMARY
-
-    @property
-    def feature_metadata(self) -> Path:
-        """The schema the run was trained on."""
-        return self.root / FEATURE_METADATA
-
-    @property
     def dvclive(self) -> Path:
         """DVCLive's folder (plots, params)."""
         return self.root / "dvclive"
 
 
 @dataclass(frozen=True)
-class ModelPaths:
+class ModelPaths(_TrainedFolder):
     """The files of a chosen model's folder (a selection's ``winner/``, ``runs/final_model``).
 
     Args:
         root: the folder.
     """
 
-    root: Path
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root))
-
     @property
     def checkpoint(self) -> Path:
         """The model's weights."""
         return self.root / MODEL_CHECKPOINT
-
-    @property
-    def summary(self) -> Path:
-        """The summary of the run the model came from (params, metrics)."""
-        return self.root / SUMMARY
-
-    @property
-    def feature_metadata(self) -> Path:
-        """The schema the model was trained on."""
-        return self.root / FEATURE_METADATA
 
     @property
     def card(self) -> Path:
