@@ -1,5 +1,5 @@
-"""Stage `evaluate`: score the test split with the bundle, beside the reference rankers
-(random pick; pooled-feature trees fitted on the packed train/val splits) -> runs/evaluate/."""
+"""Stage `evaluate`: score the test split with the bundle, beside every candidate family (its
+val, out-of-fold and test ranking loss) and a random pick -> runs/evaluate/."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--bundle", required=True)
     parser.add_argument("--schema-dir", required=True)
+    parser.add_argument("--scorer", required=True, help="stage scorer's scorer.json")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     params = load_params(args.params)
@@ -30,6 +31,7 @@ def main() -> None:
         # optional params keys (module defaults until params.yaml carries them)
         n_resamples=evaluate.bootstrap_resamples,
         seed=evaluate.bootstrap_seed,
+        scorer_record=args.scorer,
     )
 
 

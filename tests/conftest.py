@@ -42,6 +42,9 @@ TINY_OVERRIDES = {
     "flt.seeds": [0],
     "flt.retrain_overrides": {},  # retrains use the profile's epochs, not the default budget
     "flt.permutation_repeats": 1,
+    "cv.folds": 3,
+    "cv.fold_ids": [0, 1, 2],
+    "trees.grid": {"gbdt": {}, "lambdarank": {"objective": "lambdarank", "min_data_in_leaf": 2}},
 }
 
 os.environ.setdefault("DVCLIVE_OPEN", "false")

@@ -101,6 +101,9 @@ ALL_STAGES = (
     "dataset",
     "schema",
     "trees",
+    "cv@0",
+    "cv@1",
+    "cv@2",
     "train@0-base",
     "selection",
     "finetune_phase1",
@@ -117,7 +120,7 @@ ALL_STAGES = (
     "evaluate",
 )
 TRAINING = {"train@0-base", "finetune_phase1", "finetune_phase2@101", "flt_retrain@1.0-0",
-            "flt_retrain@0.5-0"}  # fmt: skip
+            "flt_retrain@0.5-0", "cv@0", "cv@1", "cv@2"}  # fmt: skip
 DVC = [sys.executable, "-m", "dvc"]
 
 
@@ -161,6 +164,9 @@ def test_repro_runs_every_stage_then_nothing(baseline: tuple[Path, dict, str, Pa
     files = {f for rev in shown.values() for f in rev.get("data", {})}
     assert files == {
         "runs/trees/metrics.json",
+        "runs/cv/0/metrics.json",
+        "runs/cv/1/metrics.json",
+        "runs/cv/2/metrics.json",
         "runs/selection/metrics.json",
         "runs/final_selection/metrics.json",
         "runs/flt_summary/metrics.json",
@@ -290,15 +296,23 @@ def test_adopting_the_flt_recommendation_ships_the_pruned_retrain(
 def test_every_family_is_evaluated_and_the_shipped_one_is_not_worse(
     baseline: tuple[Path, dict, str, Path],
 ) -> None:
-    """The evaluation table lists GNN, trees, blend and random pick with intervals, and the
-    shipped scorer is not worse than the best single family beyond the noise, on val (the
-    scorer stage's evidence) and on test."""
+    """The evaluation table lists GNN, trees, blend and random pick with intervals, every
+    candidate's val, out-of-fold and test ranking loss side by side, and the shipped scorer is
+    the best out of fold and not worse than the best single family on test beyond the noise."""
     import pandas as pd
 
     repo, env, _, _ = baseline
     scorer = json.loads((repo / "runs/scorer/scorer.json").read_text())
     assert scorer["family"] in {"gnn", "trees", "blend"} and scorer["reason"]
-    assert {v["candidate"] for v in scorer["evidence"]} == {"trees", "blend"}
+    others = {"gnn", "trees", "blend"} - {scorer["family"]}
+    assert {v["candidate"] for v in scorer["evidence"]} == others
+    oof = {name: c["oof_ranking_loss"] for name, c in scorer["candidates"].items()}
+    assert oof[scorer["family"]] == min(oof.values())  # auto: the best out of fold ships
+    candidates = pd.read_csv(repo / "runs/evaluate/candidates.csv").set_index("family")
+    assert set(candidates.index) == {"gnn", "trees", "blend"}
+    assert candidates.loc[scorer["family"], "shipped"]
+    for name, row in candidates.iterrows():
+        assert row["oof_ranking_loss"] == pytest.approx(oof[name], abs=1e-6)
     summary = pd.read_csv(repo / "runs/evaluate/summary.csv").set_index(["ranker", "metric"])
     for ranker in ("shipped", "gnn", "trees", "blend", "random"):
         row = summary.loc[(ranker, "ranking_loss")]

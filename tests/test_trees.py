@@ -1,4 +1,4 @@
-"""Stage `trees`: deterministic LightGBM text models, early stopping on val, refusals on load."""
+"""Stage `trees`: deterministic LightGBM text models, a grid judged out of fold, load refusals."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
-from graphqa.config import ConfigError, TreesConfig, parse_params
+from graphqa.config import ConfigError, TreesRecipe, parse_params
 from graphqa.contract import DataContractError
+from graphqa.maths.folds import row_folds
 from graphqa.maths.metrics import mse, spearman
 from graphqa.pooled import pooled_feature_names
 from graphqa.schema import FeatureSchema
@@ -22,7 +24,9 @@ from graphqa.trees import (
     TREES_FORMAT,
     TreesModel,
     fit_trees,
+    fit_trees_rounds,
     load_trees,
+    out_of_fold_trees,
     save_trees,
     trees_stage,
 )
@@ -31,7 +35,7 @@ from .conftest import REPO, TINY_OVERRIDES
 
 # Names with ':' like the real pooled names: LightGBM rejects them unencoded.
 NAMES = [f"node_mean:col{i}" for i in range(6)]
-FAST = TreesConfig(max_rounds=200, early_stopping_rounds=10, learning_rate=0.2, num_leaves=7)
+FAST = TreesRecipe(max_rounds=200, early_stopping_rounds=10, learning_rate=0.2, num_leaves=7)
 
 
 def _planted(seed: int, n: int, noise: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
@@ -92,7 +96,7 @@ def test_early_stopping_keeps_the_best_val_round() -> None:
     train_x, train_y = _planted(0, 200, noise=0.3)
     val_x, val_y = _planted(1, 100, noise=0.3)
     model, facts = fit_trees(train_x, train_y, val_x, val_y, NAMES, FAST)
-    best, curve = facts["best_iteration"], facts["val_l2_curve"]
+    best, curve = facts["best_iteration"], facts["val_curve"]
     assert best < FAST.max_rounds
     assert facts["rounds_fitted"] == best + FAST.early_stopping_rounds == len(curve)
     assert best == int(np.argmin(curve)) + 1
@@ -168,21 +172,39 @@ def test_stage_writes_model_summary_and_metrics(tiny_schema_dir: Path, tmp_path:
     params = parse_params({}, {**TINY_OVERRIDES, **TINY_TREES})
     out = tmp_path / "trees"
     summary = trees_stage(params=params, schema_dir=tiny_schema_dir, out_dir=out)
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.txt", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "metrics.json",
+        "model.txt",
+        "oof_predictions.csv",
+        "summary.json",
+    ]
     schema = FeatureSchema.load(tiny_schema_dir / "feature_metadata.json")
     names = pooled_feature_names(schema)
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk == summary and summary["format"] == TREES_FORMAT
     assert summary["feature_names"] == names
     assert summary["schema"]["node_columns"] == schema.node_columns
-    assert 1 <= summary["best_iteration"] <= 40
+    assert summary["chosen"] in params.trees.grid and set(summary["grid"]) == set(params.trees.grid)
+    chosen = summary["grid"][summary["chosen"]]
+    assert chosen["oof"]["ranking_loss"] == min(
+        g["oof"]["ranking_loss"] for g in summary["grid"].values()
+    )
+    assert len(chosen["fold_best_iterations"]) == params.cv.folds
+    assert 1 <= summary["refit_rounds"] <= 40
     assert summary["lightgbm_params"]["deterministic"] is True
     model = load_trees(out / "model.txt", summary["model_sha256"], names)
-    assert model.booster.num_trees() == summary["best_iteration"]
+    assert model.booster.num_trees() == summary["refit_rounds"]
+    assert model.objective == summary["objective"]
     metrics = json.loads((out / "metrics.json").read_text())
-    for split in ("val", "test"):
-        for key in ("mse", "spearman_pooled", "ranking_loss"):
-            assert f"{split}_{key}" in metrics
+    for key in ("test_mse", "test_spearman_pooled", "test_ranking_loss", "chosen"):
+        assert key in metrics
+    for name in params.trees.grid:
+        assert f"oof_{name}_ranking_loss" in metrics
+    oof = pd.read_csv(out / "oof_predictions.csv")
+    assert oof["fold"].nunique() == params.cv.folds  # every pooled graph predicted once
+    assert (
+        oof["key"].is_unique and oof[[f"pred_{n}" for n in params.trees.grid]].notna().all().all()
+    )
     for path in out.iterdir():
         assert (
             str(tmp_path) not in path.read_text() and str(tiny_schema_dir) not in path.read_text()
@@ -195,13 +217,60 @@ def test_stage_writes_model_summary_and_metrics(tiny_schema_dir: Path, tmp_path:
     cmd = [sys.executable, "stages/trees.py", "--params", str(params_file)]
     cmd += ["--schema-dir", str(tiny_schema_dir), "--out", str(again)]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
-    assert "best iteration" in done.stdout
-    for name in ("model.txt", "summary.json", "metrics.json"):
+    assert "lowest out-of-fold mean ranking loss" in done.stdout
+    for name in ("model.txt", "summary.json", "metrics.json", "oof_predictions.csv"):
         assert (again / name).read_bytes() == (out / name).read_bytes(), name
 
-    # bad input: one line on stderr, exit code 2
-    cmd[cmd.index("--schema-dir") + 1] = str(tmp_path / "nowhere")
-    failed = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    assert failed.returncode == 2
-    assert failed.stderr.startswith("trees: error: ") and failed.stderr.count("\n") == 1
-    assert "feature_metadata.json" in failed.stderr
+
+def _pool(seed: int, n_targets: int = 12, per_target: int = 10):
+    """A pooled table with a planted signal: targets of ``per_target`` models each."""
+    x, y = _planted(seed, n_targets * per_target)
+    groups = np.repeat([f"T{i:02d}" for i in range(n_targets)], per_target)
+    return x, y, groups
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        FAST,
+        FAST.model_copy(update={"boosting": "rf", "bagging_fraction": 0.7, "bagging_freq": 1}),
+        FAST.model_copy(update={"objective": "lambdarank", "min_data_in_leaf": 2}),
+    ],
+    ids=["gbdt", "rf", "lambdarank"],
+)
+def test_out_of_fold_predictions_do_not_depend_on_their_own_labels(recipe: TreesRecipe) -> None:
+    x, y, groups = _pool(0)
+    fold = row_folds(groups, y, 4, seed=0)
+    base = out_of_fold_trees(x, y, groups, fold, 4, NAMES, recipe)
+    assert np.isfinite(base.pred).all() and len(base.best_iterations) == 4
+    held = groups == "T03"
+    changed = y.copy()
+    # permute the held target's labels (its best DockQ and size, hence its fold, stay)
+    changed[held] = np.random.default_rng(1).permutation(y[held])[::-1]
+    assert not np.array_equal(changed[held], y[held])
+    again = out_of_fold_trees(x, changed, groups, fold, 4, NAMES, recipe)
+    assert np.array_equal(row_folds(groups, changed, 4, seed=0), fold)
+    assert np.array_equal(again.pred[held], base.pred[held])
+    # the same change does move the predictions of the folds that fitted on it
+    assert not np.array_equal(again.pred[~held], base.pred[~held])
+
+
+def test_a_lambdarank_model_scores_in_unit_interval_and_reloads(tmp_path: Path) -> None:
+    x, y, groups = _pool(2)
+    recipe = FAST.model_copy(update={"objective": "lambdarank", "min_data_in_leaf": 2})
+    model = fit_trees_rounds(x, y, groups, NAMES, recipe, rounds=20)
+    pred = model.predict(x)
+    assert ((pred > 0) & (pred < 1)).all()
+    sha = save_trees(model, tmp_path / "model.txt")
+    loaded = load_trees(tmp_path / "model.txt", sha, NAMES)
+    assert loaded.objective == "lambdarank"
+    assert np.array_equal(loaded.predict(x), pred)
+
+
+def test_grid_entries_are_validated_at_load() -> None:
+    with pytest.raises(ConfigError, match=r"trees.grid.rf.*bagging"):
+        parse_params({"trees": {"grid": {"rf": {"boosting": "rf"}}}})
+    with pytest.raises(ConfigError, match=r"trees.grid.x: unknown key"):
+        parse_params({"trees": {"grid": {"x": {"leaves": 3}}}})
+    with pytest.raises(ConfigError, match=r"cv.fold_ids must be \[0, 1, 2\]"):
+        parse_params({"cv": {"folds": 3}})

@@ -164,7 +164,8 @@ class ModelConfig(_Section):
     )
     #: Head also sees per-graph input statistics (counts, column means, log sums).
     pooled_skip: bool = False
-    #: Shipped scorer (stage ``scorer``): auto picks by val evidence; gnn is the seeds' way.
+    #: Shipped scorer (stage ``scorer``): auto ships the best out-of-fold ranking loss; gnn is
+    #: the seeds' way.
     #: Not a training param: changing it reruns scorer and what follows, no training.
     family: Literal["auto", "gnn", "trees", "blend"] = "auto"
 
@@ -457,26 +458,94 @@ class EvaluateConfig(_Section):
     bootstrap_seed: int = 0
 
 
-class TreesConfig(_Section):
-    """Stage ``trees``: LightGBM on pooled graph features (:mod:`graphqa.trees`).
+class TreesRecipe(_Section):
+    """One LightGBM recipe on pooled graph features (:mod:`graphqa.trees`).
 
-    Small, regularised boosting (the train splits hold hundreds to thousands of graphs),
-    stopped on val l2. Bagging is always off (every round sees every row), so with
-    ``deterministic`` LightGBM, fixed threads and ``seed`` the model file is byte-stable.
+    Small, regularised boosting (the pooled targets hold hundreds to thousands of graphs).
+    With ``deterministic`` LightGBM, fixed threads and ``seed`` (bagging included) the model
+    file is byte-stable.
     """
 
+    #: gbdt: gradient boosting; rf: random-forest mode (needs row bagging below).
+    boosting: Literal["gbdt", "rf"] = "gbdt"
     num_leaves: int = Field(15, ge=2)
     learning_rate: float = Field(0.05, gt=0, le=1)
     max_rounds: int = Field(500, ge=1)
-    #: Stop once val l2 has not improved for this many rounds; the model keeps the best one.
+    #: Stop once the inner fold's metric has not improved for this many rounds.
     early_stopping_rounds: int = Field(30, ge=1)
     min_data_in_leaf: int = Field(10, ge=1)
     feature_fraction: float = Field(1.0, gt=0, le=1)
+    #: Row bagging (seeded): fraction of rows per tree, every ``bagging_freq`` rounds (0: off).
+    bagging_fraction: float = Field(1.0, gt=0, le=1)
+    bagging_freq: int = Field(0, ge=0)
     lambda_l2: float = Field(1.0, ge=0)
-    #: regression: squared error; cross_entropy: logistic loss on DockQ in [0, 1] as a soft label.
-    objective: Literal["regression", "cross_entropy"] = "regression"
+    #: regression: squared error; cross_entropy: DockQ as a soft label; lambdarank: per-target
+    #: ranking (the target is the query group, DockQ graded by the CAPRI classes).
+    objective: Literal["regression", "cross_entropy", "lambdarank"] = "regression"
     seed: int = 0
     num_threads: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _rf_bags(self) -> TreesRecipe:
+        if self.boosting == "rf" and (self.bagging_freq < 1 or self.bagging_fraction >= 1.0):
+            raise ValueError(
+                "boosting rf needs row bagging: bagging_freq >= 1 and bagging_fraction < 1"
+            )
+        return self
+
+
+class TreesConfig(TreesRecipe):
+    """Stage ``trees``: a small grid of LightGBM recipes, each judged on out-of-fold
+    predictions over the ``cv`` folds; the best ships, refitted on every pooled target.
+
+    The keys outside ``grid`` are the base recipe; each grid entry overrides some of them.
+    """
+
+    #: name -> overrides of the base recipe. Every entry is fitted once per cv fold.
+    grid: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"gbdt": {}})
+
+    @model_validator(mode="after")
+    def _grid_entries_valid(self) -> TreesConfig:
+        if not self.grid:
+            raise ValueError("trees.grid needs at least one entry ({} = the base recipe)")
+        for name in self.grid:
+            self.recipe(name)
+        return self
+
+    def recipe(self, name: str) -> TreesRecipe:
+        """The base recipe with grid entry ``name``'s overrides applied (validated)."""
+        base = self.model_dump(exclude={"grid"})
+        overrides = self.grid[name]
+        unknown = sorted(set(overrides) - set(base))
+        if unknown:
+            raise ValueError(f"trees.grid.{name}: unknown key(s) {unknown}")
+        try:
+            return TreesRecipe.model_validate({**base, **overrides})
+        except ValidationError as err:
+            raise ValueError(f"trees.grid.{name}: {err.errors()[0]['msg']}") from None
+
+
+class CvConfig(_Section):
+    """Out-of-fold evidence (:mod:`graphqa.cv`): every labelled target outside test and
+    val_calib (train, val and tuning pooled) falls into one of ``folds`` target-grouped folds,
+    balanced by target count and by each target's best DockQ.
+
+    ``fold_ids`` lists the folds as DVC's ``matrix`` needs a list: it must be
+    ``0 .. folds - 1`` (one cached ``cv@<id>`` stage each).
+    """
+
+    folds: int = Field(5, ge=3)
+    fold_ids: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _ids_match(self) -> CvConfig:
+        if self.fold_ids != list(range(self.folds)):
+            raise ValueError(
+                f"cv.fold_ids must be {list(range(self.folds))} for cv.folds {self.folds} "
+                f"(got {self.fold_ids})"
+            )
+        return self
 
 
 class Params(_Section):
@@ -506,6 +575,7 @@ class Params(_Section):
     calibration: CalibrationConfig = CalibrationConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     trees: TreesConfig = TreesConfig()
+    cv: CvConfig = CvConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -4,7 +4,9 @@ The bundle is scored through the same code as ``graphqa predict``
 (:func:`graphqa.predict.score_folder`), so what is evaluated is what users run. Every number
 gets a bootstrap interval over test *targets* (the independent units), and the shipped score
 is compared with each family the bundle carries (GNN, trees, blend) and with a random pick of
-each target's models.
+each target's models. With the scorer's record, every candidate family is also shown with its
+in-sample val, out-of-fold and test ranking loss side by side (``candidates.csv``), so a user
+sees which estimate predicted test.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from graphqa.bundle import load_bundle
+from graphqa.contract import read_json
 from graphqa.data import PackedSplit
 from graphqa.files import write_json
 from graphqa.layout import METRICS, SchemaPaths
@@ -165,6 +168,61 @@ def wide_per_target(tables: dict[str, pd.DataFrame], interval_coverage: np.ndarr
     return wide
 
 
+#: Columns of ``candidates.csv``: the three estimates of each family's ranking loss.
+CANDIDATE_COLUMNS = (
+    "family",
+    "shipped",
+    "val_ranking_loss",
+    "oof_ranking_loss",
+    "test_ranking_loss",
+    "test_ci_low",
+    "test_ci_high",
+    "oof_inside_test_ci",
+    "val_inside_test_ci",
+)
+
+
+def candidates_table(
+    candidates: dict[str, dict[str, Any]],
+    tables: dict[str, pd.DataFrame],
+    resamples: np.ndarray,
+    shipped: str,
+) -> pd.DataFrame:
+    """Each candidate's in-sample val, out-of-fold and test ranking loss, side by side.
+
+    Args:
+        candidates: ``scorer.json``'s ``candidates`` (per family ``val_ranking_loss`` and
+            ``oof_ranking_loss``).
+        tables: per-target test tables per family (:func:`per_target_table`).
+        resamples: bootstrap resamples of the test targets.
+        shipped: the shipped family.
+
+    Returns:
+        One row per family present in both, columns :data:`CANDIDATE_COLUMNS`.
+    """
+    rows = []
+    for family, facts in candidates.items():
+        if family not in tables:
+            continue
+        losses = tables[family]["ranking_loss"].to_numpy(float)
+        low, high = bootstrap_mean(losses, resamples)
+        val, oof = facts.get("val_ranking_loss"), facts.get("oof_ranking_loss")
+        rows.append(
+            {
+                "family": family,
+                "shipped": family == shipped,
+                "val_ranking_loss": val,
+                "oof_ranking_loss": oof,
+                "test_ranking_loss": float(np.nanmean(losses)),
+                "test_ci_low": low,
+                "test_ci_high": high,
+                "oof_inside_test_ci": oof is not None and low <= oof <= high,
+                "val_inside_test_ci": val is not None and low <= val <= high,
+            }
+        )
+    return pd.DataFrame(rows, columns=list(CANDIDATE_COLUMNS))
+
+
 def evaluate_stage(
     *,
     bundle_dir: str | Path,
@@ -177,6 +235,7 @@ def evaluate_stage(
     n_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
     trees: TreesSettings | None = None,
+    scorer_record: str | Path | None = None,
 ) -> dict[str, Any]:
     """Stage worker for ``evaluate``: score the test split with the bundle through the same
     predict code users run, so the reported numbers are those of what ships.
@@ -193,7 +252,8 @@ def evaluate_stage(
     (headline numbers and intervals), ``summary.csv`` (every metric of every ranker with its
     interval), ``per_target.csv`` (one row per target: the shipped score's columns, then
     ``gnn_*``, ``trees_*``, ``blend_*`` and ``random_*``), ``predictions.csv``,
-    ``interval_coverage.csv`` (all models and per DockQ band) and ``reliability.csv``.
+    ``interval_coverage.csv`` (all models and per DockQ band), ``reliability.csv`` and, with
+    ``scorer_record``, ``candidates.csv`` (each family's val, OOF and test ranking loss).
 
     Args:
         bundle_dir: stage ``bundle``'s folder.
@@ -206,6 +266,8 @@ def evaluate_stage(
         n_resamples: bootstrap resamples of test targets.
         seed: the bootstrap's seed.
         trees: settings of the fallback reference trees (``None``: defaults).
+        scorer_record: stage ``scorer``'s ``scorer.json`` (its candidates' val and OOF
+            numbers go into ``candidates.csv``); ``None``: no such table.
 
     Returns:
         The content of ``metrics.json``.
@@ -274,6 +336,15 @@ def evaluate_stage(
     }
     if reference_iters is not None:  # only the fallback reference trees are fitted here
         metrics["ref_trees_n_iter"] = reference_iters
+    candidates = None
+    if scorer_record is not None:
+        record = read_json(scorer_record, "the scorer's record")
+        candidates = candidates_table(
+            record.get("candidates", {}), tables, resamples, bundle.scorer.family
+        )
+        metrics["candidates_oof_inside_test_ci"] = int(candidates["oof_inside_test_ci"].sum())
+        metrics["candidates_val_inside_test_ci"] = int(candidates["val_inside_test_ci"].sum())
+        metrics["candidates_n"] = len(candidates)
     metrics = {k: _finite_or_none(v) for k, v in metrics.items()}
     per_target = wide_per_target(tables, per_target_cover)
     reliability = reliability_rows(raw, cal, true, bins)
@@ -288,6 +359,8 @@ def evaluate_stage(
         out_dir / "interval_coverage.csv", **csv
     )
     pd.DataFrame(reliability).to_csv(out_dir / "reliability.csv", **csv)
+    if candidates is not None:
+        candidates.to_csv(out_dir / "candidates.csv", **csv)
     write_json(out_dir / METRICS, metrics)
     print(
         f"evaluate: {len(frame)} test graphs, {metrics['test_n_targets']} targets at "

@@ -598,10 +598,15 @@ def _short(reason: str | None) -> str | None:
 
 
 def _evidence_table(
-    evidence: list[dict[str, object]], heading: str, caption: str, extra: bool = False
+    evidence: list[dict[str, object]],
+    heading: str,
+    caption: str,
+    extra: bool = False,
+    flag: str = "adopted",
 ) -> Table:
-    """Candidate vs reference differences with their intervals, as the stage recorded them."""
-    columns = ["candidate", heading, "adopted", "verdict"]
+    """Candidate vs reference differences with their intervals, as the stage recorded them
+    (``flag``: the recorded yes/no key shown, ``adopted`` or ``better_beyond_noise``)."""
+    columns = ["candidate", heading, flag.replace("_", " "), "verdict"]
     if extra:
         columns.insert(2, "per-target Spearman difference [95 % CI]")
     rows = []
@@ -610,7 +615,7 @@ def _evidence_table(
         cells: list[Scalar] = [
             _text(item.get("candidate")),
             fmt_interval(_num(item.get("mean_diff")), low, high, ".3g", sign=True),
-            item.get("adopted") if isinstance(item.get("adopted"), bool) else None,
+            item.get(flag) if isinstance(item.get(flag), bool) else None,
             _short(_text(item.get("reason"))),
         ]
         if extra:
@@ -758,7 +763,7 @@ def flt_decision(data: dict[str, object], source: Path) -> Decision:
 
 
 def scorer_decision(data: dict[str, object], source: Path) -> Decision:
-    """The scorer choice on validation: the family picked, the evidence and each candidate.
+    """The scorer choice out of fold: the family picked, the evidence and each candidate.
 
     Args:
         data: The parsed ``scorer/scorer.json``.
@@ -776,18 +781,25 @@ def scorer_decision(data: dict[str, object], source: Path) -> Decision:
     if evidence:
         caption = (
             f"Difference = candidate − {reference} in {per_target}, mean over {fmt(n, '.0f')}"
-            " val targets with its 95 % bootstrap interval; negative favours the candidate."
+            " pooled targets (train + val, each predicted by a model that never saw it) with"
+            " its 95 % paired bootstrap interval; negative favours the candidate."
         )
         tables.append(
-            _evidence_table(evidence, f"{per_target} difference [95 % CI]", caption, extra=True)
+            _evidence_table(
+                evidence,
+                f"{per_target} difference [95 % CI]",
+                caption,
+                extra=True,
+                flag="better_beyond_noise",
+            )
         )
     candidates = _get(data, "candidates")
     if isinstance(candidates, dict):
         metrics = (
-            ("val_ranking_loss", "val ranking loss"),
-            ("val_spearman_per_target_mean", "val Spearman, per-target mean"),
-            ("val_spearman_pooled", "val Spearman, pooled"),
-            ("val_mse", "val MSE"),
+            ("oof_ranking_loss", "out-of-fold ranking loss"),
+            ("val_ranking_loss", "val ranking loss (in-sample)"),
+            ("oof_spearman_per_target_mean", "out-of-fold Spearman, per-target mean"),
+            ("oof_spearman_pooled", "out-of-fold Spearman, pooled"),
         )
         rows = [
             (name, *(fmt(_num(_get(values, key))) for key, _ in metrics))
@@ -797,8 +809,10 @@ def scorer_decision(data: dict[str, object], source: Path) -> Decision:
             Table(
                 ("family", *(label for _, label in metrics)),
                 tuple(rows),
-                "Each candidate on the validation targets the choice was made on (the test"
-                " comparison is in the answer above).",
+                "Each candidate out of fold (what the choice rests on) and on val, where the"
+                " shipped models are in-sample: val chose the GNN's epoch, seed and fine-tune and"
+                " the trees are refitted on it, so those numbers flatter (the test comparison is"
+                " in the answer above).",
             )
         )
     requested = _text(data.get("requested"))

@@ -2,23 +2,25 @@
 
 With a few hundred training graphs, heavy-tailed count columns and two-peaked labels, trees
 on pooled graph statistics often rank decoys better than a message-passing network; with more
-data the network wins. Which one a project should ship is therefore a decision on evidence,
-taken like every other decision in graphqa (:mod:`graphqa.maths.evidence`):
+data the network wins. Which one a project ships is decided on evidence no candidate has seen:
 
-1. every candidate scores the packed val split: the final GNN (``gnn``), the trees of stage
-   ``trees`` (``trees``) and their blend ``w * gnn + (1 - w) * trees`` (``blend``). The blend
-   weight is fitted on val by mean squared error over a grid; the blend's *val evidence* uses
-   out-of-fold predictions (the weight of each target's fold fitted on the other folds' targets),
-   so the blend is not scored on the targets it was fitted on;
+1. every candidate is judged on *out-of-fold* (OOF) predictions of every pooled labelled
+   target (train, val and tuning, in the ``cv`` folds): the GNN recipe's fold models (stage
+   ``cv@<fold>``), the chosen tree recipe's fold models (stage ``trees``) and their blend
+   ``w * gnn + (1 - w) * trees``, whose weight for a fold's targets is itself fitted on the
+   other folds' OOF predictions (so the blend is never scored on what fitted it);
 2. each candidate is reduced to its per-target ranking loss (top-1 DockQ lost by trusting the
    score: the product's headline number);
-3. ``model.family: auto`` keeps the GNN (the seeds' behaviour) unless a challenger is better
-   beyond the noise: the bootstrap interval over val targets of its mean per-target difference
-   excludes zero on the better side. Among adopted challengers the lowest val ranking loss
-   wins. ``gnn | trees | blend`` force a family; the evidence is recorded all the same.
+3. ``model.family: auto`` ships the candidate with the lowest OOF mean ranking loss; no family
+   gets a default advantage. ``gnn | trees | blend`` force a family (``gnn`` is the seeds'
+   behaviour); the evidence is recorded all the same. Every candidate's paired bootstrap
+   interval against the shipped one (over pooled targets) says how sure the choice is.
 
-Calibration, intervals and thresholds are then fitted on the *shipped* score (as a logit), and
-the bundle carries every component, so ``graphqa predict`` writes each component's score too.
+The val numbers of the shipped models are recorded beside the OOF ones: they are in-sample
+(val chose the GNN's epoch, seed and fine-tune; the trees are refitted on val), so a user
+sees how optimistic they are. Calibration, intervals and thresholds are then fitted on the
+*shipped* score (as a logit) on val_calib, and the bundle carries every component, so
+``graphqa predict`` writes each component's score too.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pandas as pd
 from scipy.special import expit, logit
 
 from graphqa.contract import DataContractError, read_json
@@ -44,14 +47,15 @@ from graphqa.maths.metrics import (
     resample_targets,
     rounded,
     spearman,
-    target_members,
 )
 from graphqa.model import TopoQANet
 from graphqa.module import load_module
+from graphqa.oof import read_oof
 from graphqa.pooled import pooled_feature_names, pooled_split
 from graphqa.schema import FeatureSchema
 from graphqa.scoring import packed_logits
 from graphqa.trees import MODEL_FILE as TREES_MODEL
+from graphqa.trees import OOF_FILE as TREES_OOF
 from graphqa.trees import SUMMARY_FILE as TREES_SUMMARY
 from graphqa.trees import TreesModel, load_trees
 
@@ -61,8 +65,6 @@ SCORER_FORMAT = "graphqa.scorer/1"
 SCORER_FILE = "scorer.json"
 #: Blend weights tried (weight of the GNN score).
 BLEND_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
-#: Target folds of the out-of-fold blend predictions used as its val evidence.
-BLEND_FOLDS = 5
 #: Scores are clipped into (EPS, 1 - EPS) before taking a logit, so a tree prediction of
 #: exactly 0 or 1 stays a finite logit for calibration.
 EPS = 1e-6
@@ -165,104 +167,135 @@ def fit_blend_weight(gnn: np.ndarray, trees: np.ndarray, true: np.ndarray) -> fl
     return float(BLEND_GRID[int(np.argmin(errors))])
 
 
-def target_folds(groups: np.ndarray, n_folds: int = BLEND_FOLDS) -> np.ndarray:
-    """Fold index per row: sorted targets dealt round-robin into ``n_folds`` folds."""
-    targets, members = target_members(groups)
-    fold = np.empty(len(groups), dtype=np.int64)
-    for i, rows in enumerate(members):
-        fold[rows] = i % min(n_folds, len(targets))
-    return fold
-
-
 def out_of_fold_blend(
-    gnn: np.ndarray, trees: np.ndarray, true: np.ndarray, groups: np.ndarray
+    gnn: np.ndarray, trees: np.ndarray, true: np.ndarray, fold: np.ndarray
 ) -> tuple[np.ndarray, list[float]]:
-    """Blend predictions where each target's weight was fitted without that target's fold."""
-    fold = target_folds(groups)
+    """Blend predictions where each fold's weight was fitted on the other folds' rows only.
+
+    Args:
+        gnn: OOF GNN scores in [0, 1].
+        trees: OOF tree scores for the same rows.
+        true: DockQ labels.
+        fold: fold per row.
+
+    Returns:
+        The blended OOF predictions and the weight of each fold (fold order).
+    """
     pred = np.empty(len(true), dtype=np.float64)
     weights = []
     for k in np.unique(fold):
         held = fold == k
-        w = fit_blend_weight(gnn[~held], trees[~held], true[~held]) if (~held).any() else 0.5
+        w = fit_blend_weight(gnn[~held], trees[~held], true[~held])
         weights.append(w)
         pred[held] = blend(gnn[held], trees[held], w)
     return pred, weights
 
 
+def _ranking_facts(pred: np.ndarray, true: np.ndarray, groups: np.ndarray, prefix: str) -> dict:
+    table = per_target_table(pred, true, groups)
+    return {
+        f"{prefix}_ranking_loss": rounded(float(table["ranking_loss"].mean())),
+        f"{prefix}_spearman_per_target_mean": rounded(
+            float(np.nanmean(table["spearman"].to_numpy(float)))
+        ),
+        f"{prefix}_spearman_pooled": rounded(spearman(pred, true)),
+        f"{prefix}_mse": rounded(mse(pred, true)),
+    }
+
+
 def choose_family(
     requested: str,
-    gnn_logits: np.ndarray,
-    trees_pred: np.ndarray,
-    true: np.ndarray,
-    groups: np.ndarray,
+    oof: dict[str, np.ndarray],
+    val: dict[str, np.ndarray],
     n_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
 ) -> dict[str, Any]:
-    """The scorer to ship, from val predictions of both components, with its evidence.
+    """The scorer to ship, from out-of-fold predictions of both components, with its evidence.
 
-    Returns ``scorer`` (a :class:`Scorer`), ``reason`` and ``evidence``: per candidate its val
-    ranking loss, pooled Spearman and MSE; per challenger the mean per-target ranking-loss
-    difference to the GNN with its bootstrap interval over val targets and the verdict.
+    Args:
+        requested: ``model.family`` (``auto`` or a family).
+        oof: pooled targets' OOF predictions: ``gnn_logits``, ``trees`` (scores in [0, 1]),
+            ``true``, ``groups`` (target per row) and ``fold`` (fold per row).
+        val: the shipped components on val (in-sample, recorded only): ``gnn_logits``,
+            ``trees``, ``true`` and ``groups``.
+        n_resamples: bootstrap resamples of the pooled targets.
+        seed: the bootstrap's seed.
+
+    Returns:
+        ``scorer`` (a :class:`Scorer`; its blend weight fitted on every OOF row), ``reason``,
+        ``candidates`` (per family: OOF and in-sample val ranking loss, Spearman and MSE) and
+        ``evidence`` (per other family: mean per-target ranking-loss difference to the
+        shipped one with its paired bootstrap interval over pooled targets).
+
+    Raises:
+        ValueError: ``requested`` is not ``auto`` or a family.
     """
     if requested not in ("auto", *FAMILIES):
         raise ValueError(f"model.family must be auto or one of {FAMILIES}, got {requested!r}")
-    true = np.asarray(true, dtype=np.float64)
-    groups = np.asarray(groups)
-    gnn = expit(np.asarray(gnn_logits, dtype=np.float64))
-    trees = np.clip(np.asarray(trees_pred, dtype=np.float64), 0.0, 1.0)
+    true = np.asarray(oof["true"], dtype=np.float64)
+    groups, fold = np.asarray(oof["groups"]), np.asarray(oof["fold"])
+    gnn = expit(np.asarray(oof["gnn_logits"], dtype=np.float64))
+    trees = np.clip(np.asarray(oof["trees"], dtype=np.float64), 0.0, 1.0)
     weight = fit_blend_weight(gnn, trees, true)
-    oof, fold_weights = out_of_fold_blend(gnn, trees, true, groups)
-    val_pred = {"gnn": gnn, "trees": trees, "blend": oof}
-    tables = {name: per_target_table(p, true, groups) for name, p in val_pred.items()}
-    losses = {name: t["ranking_loss"].to_numpy(float) for name, t in tables.items()}
-    rhos = {name: t["spearman"].to_numpy(float) for name, t in tables.items()}
-    resamples = resample_targets(len(losses["gnn"]), n_resamples, seed)
+    oof_blend, fold_weights = out_of_fold_blend(gnn, trees, true, fold)
+    oof_pred = {"gnn": gnn, "trees": trees, "blend": oof_blend}
+    val_gnn = expit(np.asarray(val["gnn_logits"], dtype=np.float64))
+    val_trees = np.clip(np.asarray(val["trees"], dtype=np.float64), 0.0, 1.0)
+    val_pred = {"gnn": val_gnn, "trees": val_trees, "blend": blend(val_gnn, val_trees, weight)}
+    losses = {
+        name: per_target_table(p, true, groups)["ranking_loss"].to_numpy(float)
+        for name, p in oof_pred.items()
+    }
+    rhos = {
+        name: per_target_table(p, true, groups)["spearman"].to_numpy(float)
+        for name, p in oof_pred.items()
+    }
     candidates = {
         name: {
-            "val_ranking_loss": rounded(float(np.mean(losses[name]))),
-            "val_spearman_per_target_mean": rounded(float(np.nanmean(rhos[name]))),
-            "val_spearman_pooled": rounded(spearman(p, true)),
-            "val_mse": rounded(mse(p, true)),
+            **_ranking_facts(oof_pred[name], true, groups, "oof"),
+            **_ranking_facts(val_pred[name], val["true"], np.asarray(val["groups"]), "val"),
         }
-        for name, p in val_pred.items()
+        for name in FAMILIES
     }
     candidates["blend"]["note"] = (
-        f"out-of-fold over {len(fold_weights)} target folds (fold weights {fold_weights}); "
-        f"shipped weight {weight:g} fitted on all val targets"
+        f"OOF: each fold's weight fitted on the other folds' OOF rows (weights {fold_weights}); "
+        f"shipped weight {weight:g} fitted on every OOF row"
     )
+    best = min(FAMILIES, key=lambda n: (float(np.mean(losses[n])), FAMILIES.index(n)))
+    family = best if requested == "auto" else requested
+    resamples = resample_targets(len(losses[family]), n_resamples, seed)
     verdicts = []
-    for name in ("trees", "blend"):
-        diff = mean_difference(losses[name], losses["gnn"], resamples, BOOTSTRAP_LEVEL)
-        rho_diff = mean_difference(rhos[name], rhos["gnn"], resamples, BOOTSTRAP_LEVEL)
+    for name in FAMILIES:
+        if name == family:
+            continue
+        diff = mean_difference(losses[name], losses[family], resamples, BOOTSTRAP_LEVEL)
+        rho_diff = mean_difference(rhos[name], rhos[family], resamples, BOOTSTRAP_LEVEL)
         verdict = better(diff, "min")
         verdicts.append(
             {
                 "candidate": name,
-                "reference": "gnn",
-                "per_target": "ranking loss",
+                "reference": family,
+                "per_target": "out-of-fold ranking loss",
                 "mean_diff": diff.to_json()["estimate"],
                 "ci": diff.to_json()["ci"],
                 "spearman_per_target_diff": rho_diff.to_json(),
                 "level": BOOTSTRAP_LEVEL,
-                "n_targets": len(losses["gnn"]),
-                "adopted": verdict.adopted,
+                "n_targets": len(losses[family]),
+                "better_beyond_noise": verdict.adopted,
                 "reason": verdict.reason,
             }
         )
-    adopted = [v["candidate"] for v in verdicts if v["adopted"]]
+    n_targets, n_folds = len(losses[family]), len(np.unique(fold))
+    loss_text = ", ".join(f"{n} {np.mean(losses[n]):.4f}" for n in FAMILIES)
     if requested != "auto":
-        family = requested
-        reason = f"model.family is {requested} (forced; the val evidence is recorded)"
-    elif adopted:
-        family = min(adopted, key=lambda n: (float(np.mean(losses[n])), FAMILIES.index(n)))
-        why = next(v for v in verdicts if v["candidate"] == family)["reason"]
-        reason = f"{family}: beats the GNN on val ranking loss ({why})"
-    else:
-        family = "gnn"
         reason = (
-            "gnn: no challenger beats it beyond the noise ("
-            + "; ".join(f"{v['candidate']} {v['reason']}" for v in verdicts)
-            + ")"
+            f"model.family is {requested} (forced); out-of-fold mean ranking loss over "
+            f"{n_targets} targets in {n_folds} folds: {loss_text}"
+        )
+    else:
+        reason = (
+            f"{family}: lowest out-of-fold mean ranking loss over {n_targets} pooled targets "
+            f"in {n_folds} folds ({loss_text})"
         )
     return {
         "scorer": Scorer(family=family, blend_weight=weight),  # type: ignore[arg-type]
@@ -352,27 +385,75 @@ def load_pipeline_trees(trees_dir: str | Path, schema: FeatureSchema) -> TreesMo
     return load_trees(trees_dir / TREES_MODEL, summary["model_sha256"], names)
 
 
+def oof_components(
+    cv_root: str | Path, fold_ids: list[int], trees_dir: str | Path
+) -> dict[str, np.ndarray]:
+    """The GNN's (stages ``cv@<fold>``) and the chosen trees' (stage ``trees``) out-of-fold
+    predictions of the same pooled graphs, joined by graph key.
+
+    Args:
+        cv_root: the ``cv`` stages' parent folder (reads ``<fold>/oof.csv``).
+        fold_ids: ``cv.fold_ids``.
+        trees_dir: stage ``trees``'s folder (reads ``summary.json`` and
+            ``oof_predictions.csv``).
+
+    Returns:
+        ``gnn_logits``, ``trees``, ``true``, ``groups`` and ``fold`` per pooled graph.
+
+    Raises:
+        DataContractError: the two stages did not predict the same graphs in the same folds.
+    """
+    trees_dir = Path(trees_dir)
+    chosen = read_json(trees_dir / TREES_SUMMARY)["chosen"]
+    trees_path = trees_dir / TREES_OOF
+    trees = pd.read_csv(trees_path, dtype={"key": str, "target": str})
+    gnn = read_oof(cv_root, fold_ids)
+    joined = gnn.merge(trees, on="key", how="outer", suffixes=("", "_trees"), indicator=True)
+    unmatched = int((joined["_merge"] != "both").sum())
+    moved = int((joined["fold"] != joined["fold_trees"]).sum()) - unmatched
+    if unmatched or moved:
+        raise DataContractError(
+            trees_path,
+            "key",
+            "the graphs and folds of the cv stages (same params.cv, same schema)",
+            f"{unmatched} graphs in one but not the other, {moved} in another fold",
+        )
+    joined = joined.sort_values("key", kind="stable")
+    return {
+        "gnn_logits": joined["logit"].to_numpy(np.float64),
+        "trees": joined[f"pred_{chosen}"].to_numpy(np.float64),
+        "true": joined["dockq"].to_numpy(np.float64),
+        "groups": joined["target"].to_numpy(str),
+        "fold": joined["fold"].to_numpy(np.int64),
+    }
+
+
 def scorer_stage(
     *,
     family: str,
+    fold_ids: list[int],
     model_dir: str | Path,
     trees_dir: str | Path,
+    cv_root: str | Path,
     schema_dir: str | Path,
     out_dir: str | Path,
 ) -> dict[str, Any]:
     """Stage worker for ``scorer``: choose the family the bundle ships (GNN, trees or blend)
-    on val evidence, and fit the blend weight.
+    on out-of-fold evidence, and fit the blend weight.
 
-    Reads ``<schema_dir>/feature_metadata.json``, ``<schema_dir>/packed/val.pt``,
-    ``<model_dir>/model.ckpt`` and ``<trees_dir>/{summary.json,model.txt}``. Writes into
-    ``out_dir`` (atomic swap): ``scorer.json`` (the choice, the blend weight, the reason and
-    the evidence) and ``metrics.json`` (family, blend weight, val ranking loss and pooled
-    Spearman per family).
+    Reads ``<cv_root>/<fold>/oof.csv`` for every fold, ``<trees_dir>/{summary.json,model.txt,
+    oof_predictions.csv}``, ``<schema_dir>/feature_metadata.json``,
+    ``<schema_dir>/packed/val.pt`` and ``<model_dir>/model.ckpt`` (the in-sample val numbers).
+    Writes into ``out_dir`` (atomic swap): ``scorer.json`` (the choice, the blend weight, the
+    reason and the evidence) and ``metrics.json`` (family, blend weight, OOF and val ranking
+    loss and pooled Spearman per family).
 
     Args:
         family: ``model.family``: ``auto`` (decided by the evidence) or a forced family.
+        fold_ids: ``cv.fold_ids``.
         model_dir: stage ``final_model``'s folder.
         trees_dir: stage ``trees``'s folder.
+        cv_root: the ``cv`` stages' parent folder.
         schema_dir: stage ``schema``'s folder.
         out_dir: the stage's output folder.
 
@@ -381,7 +462,8 @@ def scorer_stage(
 
     Raises:
         ValueError: ``family`` is not ``auto`` or a known family.
-        DataContractError: the trees do not match their recorded hash or the schema.
+        DataContractError: the trees do not match their recorded hash or the schema, or the
+            OOF predictions of the two families do not cover the same graphs.
     """
     model_dir = Path(model_dir)
     schema = FeatureSchema.load(SchemaPaths(Path(schema_dir)).feature_metadata)
@@ -391,7 +473,14 @@ def scorer_stage(
         net=load_module(ModelPaths(model_dir).checkpoint).net, trees=trees, split=val, schema=schema
     )
     decision = choose_family(
-        family, gnn_logits, trees_pred, val.y.double().numpy(), np.asarray(val.targets)
+        family,
+        oof_components(cv_root, fold_ids, trees_dir),
+        {
+            "gnn_logits": gnn_logits,
+            "trees": trees_pred,
+            "true": val.y.double().numpy(),
+            "groups": np.asarray(val.targets),
+        },
     )
     scorer: Scorer = decision["scorer"]
     record = {
@@ -403,8 +492,9 @@ def scorer_stage(
     }
     metrics: dict[str, Any] = {"scorer_family": scorer.family, "blend_weight": scorer.blend_weight}
     for name, facts in decision["candidates"].items():
-        metrics[f"val_{name}_ranking_loss"] = facts["val_ranking_loss"]
-        metrics[f"val_{name}_spearman_pooled"] = facts["val_spearman_pooled"]
+        for split in ("oof", "val"):
+            metrics[f"{split}_{name}_ranking_loss"] = facts[f"{split}_ranking_loss"]
+            metrics[f"{split}_{name}_spearman_pooled"] = facts[f"{split}_spearman_pooled"]
     with atomic_dir(out_dir) as tmp:
         write_json(tmp / SCORER_FILE, record)
         write_json(tmp / METRICS, metrics)

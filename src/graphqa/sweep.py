@@ -1,6 +1,6 @@
 """``graphqa sweep``: train the members of a matrix stage in parallel, locally or on a cluster.
 
-A matrix group (``train``, ``finetune_phase2``, ``flt_retrain``) expands to members such as
+A matrix group (``train``, ``cv``, ``finetune_phase2``, ``flt_retrain``) expands to members such as
 ``train@0-base``. The members are split round-robin into N shards, each reproduced by its own
 ``dvc repro`` in its own workspace:
 
@@ -42,7 +42,7 @@ from pathlib import Path
 
 # DVC and networkx are imported inside the functions that use them: the CLI builds its parser
 # from GROUPS, and importing them here would add ~0.4 s (measured) to every `graphqa` command.
-GROUPS = ("train", "finetune_phase2", "flt_retrain")
+GROUPS = ("train", "cv", "finetune_phase2", "flt_retrain")
 #: Edited files copied from the working tree into every worker (``-S``-style edits).
 COPIED_EDITS = ("params.yaml", "dvc.yaml")
 #: Tracked files that may differ from HEAD without being copied: DVC rewrites them itself.
