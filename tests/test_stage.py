@@ -41,20 +41,22 @@ def _required(script: str) -> list[str]:
     inputs = {
         "bundle.py": ["--model-dir", "--calibration-dir", "--trees-dir", "--scorer-dir"],
         "calibration.py": ["--model", "--schema-dir", "--scorer", "--trees-dir"],
-        "evaluate.py": ["--bundle", "--schema-dir"],
+        "cv.py": ["--schema-dir"],
+        "evaluate.py": ["--bundle", "--schema-dir", "--scorer"],
         "final_model.py": ["--final-selection-dir", "--recommendation", "--retrain-root"],
         "final_selection.py": ["--selection-dir", "--phase1-dir", "--phase2-root", "--schema-dir"],
         "finetune.py": ["--selection-dir", "--schema-dir"],
         "flt.py": ["--schema-dir", "--model"],
         "flt_retrain.py": ["--flt-dir", "--selection-dir", "--schema-dir"],
         "flt_summary.py": ["--flt-dir", "--retrain-root", "--schema-dir"],
-        "scorer.py": ["--model-dir", "--trees-dir", "--schema-dir"],
+        "scorer.py": ["--model-dir", "--trees-dir", "--cv-root", "--schema-dir"],
         "selection.py": ["--train-root"],
         "train.py": ["--schema-dir"],
         "trees.py": ["--schema-dir"],
     }.get(script, [])
     numbers = {
         "train.py": ["--seed", "0"],
+        "cv.py": ["--fold", "0"],
         "finetune.py": ["--phase", "1"],
         "flt_retrain.py": ["--keep", "1.0", "--seed", "0"],
     }.get(script, [])

@@ -197,7 +197,9 @@ def _dataset(
     )
 
 
-def _rows_by_target(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None):
+def _rows_by_target(
+    x: np.ndarray, y: np.ndarray, groups: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Rows sorted by target (stable), as ``lambdarank`` needs; other objectives unchanged."""
     if groups is None:
         return x, y, None

@@ -17,6 +17,10 @@ _seen: set[tuple[str, str]] = set()
 def _hook(event: str, args: tuple) -> None:
     if event == "open":
         path, mode = args[0], args[1]
+        if mode is None and isinstance(path, str) and not os.path.isabs(path):
+            # os.open of a name relative to a dir_fd (shutil.rmtree's walk of a temporary
+            # folder): the audit event does not carry the fd, so the path cannot be resolved
+            return
         kind = "write" if isinstance(mode, str) and any(c in mode for c in "wax+") else "read"
     elif event in ("os.listdir", "os.scandir"):
         path, kind = args[0], "list"
