@@ -25,19 +25,16 @@ import torch
 
 from graphqa.config import Params
 from graphqa.contract import DataContractError
-from graphqa.data import TUNING_SPLIT, PackedSplit
+from graphqa.data import PackedSplit
 from graphqa.files import atomic_dir, write_json
 from graphqa.layout import METRICS, SUMMARY, RunPaths, SchemaPaths
 from graphqa.maths.folds import fold_roles, row_folds
 from graphqa.maths.metrics import per_target_table, rounded, spearman
 from graphqa.module import load_module
-from graphqa.oof import OOF_FILE
+from graphqa.oof import OOF_FILE, pooled_splits
 from graphqa.scoring import packed_logits
 from graphqa.selection import FALLBACK_METRIC, rank, ranking_metric, run_candidates
 from graphqa.train import train_stage
-
-#: Splits pooled into the folds (test and val_calib are never seen).
-POOLED_SPLITS = ("train", "val", TUNING_SPLIT)
 
 
 def take_graphs(split: PackedSplit, rows: np.ndarray) -> PackedSplit:
@@ -98,13 +95,7 @@ def pooled_packed(schema_dir: str | Path) -> PackedSplit:
     """Every labelled graph the out-of-fold evidence uses: packed train, val and (when packed)
     tuning, in that order (the row order of the ``trees`` stage's pooled table)."""
     paths = SchemaPaths(Path(schema_dir))
-    return concat_splits(
-        [
-            PackedSplit.load(paths.packed(split))
-            for split in POOLED_SPLITS
-            if split != TUNING_SPLIT or paths.packed(split).is_file()
-        ]
-    )
+    return concat_splits([PackedSplit.load(paths.packed(s)) for s in pooled_splits(schema_dir)])
 
 
 def _fold_schema_dir(root: Path, metadata: Path, fit: PackedSplit, inner: PackedSplit) -> Path:

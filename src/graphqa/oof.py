@@ -1,7 +1,8 @@
-"""The ``cv`` stages' folder layout: one ``<cv_root>/<fold>/oof.csv`` per fold.
+"""What the out-of-fold evidence pools, and where the ``cv`` stages write it.
 
-Named once here so stage ``cv`` (which writes it) and stage ``scorer`` (which reads it) agree,
-without the scorer importing the training code.
+Named once here so stages ``cv`` and ``trees`` pool the same splits in the same order and stage
+``scorer`` reads what ``cv`` writes (one ``<cv_root>/<fold>/oof.csv`` per fold), without the
+scorer or the trees importing the training code.
 """
 
 from __future__ import annotations
@@ -11,11 +12,29 @@ from pathlib import Path
 import pandas as pd
 
 from graphqa.contract import DataContractError
+from graphqa.layout import SchemaPaths
+
+#: Splits pooled into the folds, in this order (test and val_calib are never seen); the
+#: last is optional (packed only when its label CSV has rows).
+POOLED_SPLITS = ("train", "val", "tuning")
 
 #: One fold's predictions of its held graphs.
 OOF_FILE = "oof.csv"
 #: Its columns: graph key, target, fold, DockQ label and the GNN's logit.
 OOF_COLUMNS = ("key", "target", "fold", "dockq", "logit")
+
+
+def pooled_splits(schema_dir: str | Path) -> list[str]:
+    """The pooled splits stage ``schema`` packed into ``schema_dir`` (``tuning`` only if packed).
+
+    Args:
+        schema_dir: stage ``schema``'s folder.
+
+    Returns:
+        Split names, in :data:`POOLED_SPLITS` order.
+    """
+    paths = SchemaPaths(Path(schema_dir))
+    return [s for s in POOLED_SPLITS if s != POOLED_SPLITS[-1] or paths.packed(s).is_file()]
 
 
 def oof_path(cv_root: str | Path, fold: int) -> Path:

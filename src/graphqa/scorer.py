@@ -242,14 +242,9 @@ def choose_family(
     val_gnn = expit(np.asarray(val["gnn_logits"], dtype=np.float64))
     val_trees = np.clip(np.asarray(val["trees"], dtype=np.float64), 0.0, 1.0)
     val_pred = {"gnn": val_gnn, "trees": val_trees, "blend": blend(val_gnn, val_trees, weight)}
-    losses = {
-        name: per_target_table(p, true, groups)["ranking_loss"].to_numpy(float)
-        for name, p in oof_pred.items()
-    }
-    rhos = {
-        name: per_target_table(p, true, groups)["spearman"].to_numpy(float)
-        for name, p in oof_pred.items()
-    }
+    tables = {name: per_target_table(p, true, groups) for name, p in oof_pred.items()}
+    losses = {name: t["ranking_loss"].to_numpy(float) for name, t in tables.items()}
+    rhos = {name: t["spearman"].to_numpy(float) for name, t in tables.items()}
     candidates = {
         name: {
             **_ranking_facts(oof_pred[name], true, groups, "oof"),

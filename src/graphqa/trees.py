@@ -49,6 +49,7 @@ from graphqa.files import atomic_dir, write_json
 from graphqa.layout import METRICS, SUMMARY, SchemaPaths
 from graphqa.maths.folds import CAPRI_DOCKQ_CUTS, fold_roles, row_folds
 from graphqa.maths.metrics import mae, mse, pearson, per_target_table, rounded, spearman
+from graphqa.oof import pooled_splits
 from graphqa.pooled import pooled_feature_names, pooled_split
 from graphqa.schema import FeatureSchema
 
@@ -59,8 +60,6 @@ METRICS_FILE = METRICS
 OOF_FILE = "oof_predictions.csv"
 #: Every LightGBM text model starts with this line (pickles start with ``\x80``).
 _TEXT_MAGIC = b"tree\n"
-#: Splits pooled for the out-of-fold choice (test and val_calib stay unseen).
-POOLED_SPLITS = ("train", "val", "tuning")
 
 
 def encode_feature_names(names: list[str]) -> list[str]:
@@ -502,12 +501,7 @@ def pooled_table(schema_dir: str | Path, split: str, schema: FeatureSchema) -> P
 def pooled_targets_table(schema_dir: str | Path, schema: FeatureSchema) -> PooledTable:
     """Every labelled graph the out-of-fold choice may use: train, val and (when packed)
     tuning, in that order; test and val_calib are never pooled."""
-    paths = SchemaPaths(Path(schema_dir))
-    tables = [
-        pooled_table(schema_dir, split, schema)
-        for split in POOLED_SPLITS
-        if split != "tuning" or paths.packed(split).is_file()
-    ]
+    tables = [pooled_table(schema_dir, split, schema) for split in pooled_splits(schema_dir)]
     return PooledTable(
         x=np.concatenate([t.x for t in tables]),
         y=np.concatenate([t.y for t in tables]),
