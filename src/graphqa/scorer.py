@@ -46,7 +46,6 @@ from graphqa.maths.metrics import (
     per_target_table,
     resample_targets,
     rounded,
-    spearman,
 )
 from graphqa.model import TopoQANet
 from graphqa.module import load_module
@@ -57,7 +56,7 @@ from graphqa.scoring import packed_logits
 from graphqa.trees import MODEL_FILE as TREES_MODEL
 from graphqa.trees import OOF_FILE as TREES_OOF
 from graphqa.trees import SUMMARY_FILE as TREES_SUMMARY
-from graphqa.trees import TreesModel, load_trees
+from graphqa.trees import TreesModel, load_trees, ranking_summary
 
 Family = Literal["gnn", "trees", "blend"]
 FAMILIES: tuple[Family, ...] = ("gnn", "trees", "blend")
@@ -90,8 +89,7 @@ class Scorer:
 
     def components(self, gnn_logits: np.ndarray, trees_pred: np.ndarray) -> dict[str, np.ndarray]:
         """Each family's score in [0, 1] for the same graphs."""
-        gnn = expit(np.asarray(gnn_logits, dtype=np.float64))
-        trees = np.clip(np.asarray(trees_pred, dtype=np.float64), 0.0, 1.0)
+        gnn, trees = probabilities(gnn_logits, trees_pred)
         return {"gnn": gnn, "trees": trees, "blend": blend(gnn, trees, self.blend_weight)}
 
     def shipped_logits(self, gnn_logits: np.ndarray, trees_pred: np.ndarray) -> np.ndarray:
@@ -140,6 +138,20 @@ class Scorer:
             expected = "a number in [0, 1] (the GNN's weight in the blend)"
             raise DataContractError(source, "blend_weight", expected, got)
         return cls(family=family, blend_weight=float(weight))
+
+
+def probabilities(gnn_logits: np.ndarray, trees_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both components as scores in [0, 1], float64: the GNN's sigmoid and the clipped trees.
+
+    Args:
+        gnn_logits: the network's logits.
+        trees_pred: the trees' scores for the same graphs.
+
+    Returns:
+        ``(gnn, trees)``.
+    """
+    gnn = expit(np.asarray(gnn_logits, dtype=np.float64))
+    return gnn, np.clip(np.asarray(trees_pred, dtype=np.float64), 0.0, 1.0)
 
 
 def blend(gnn: np.ndarray, trees: np.ndarray, weight: float) -> np.ndarray:
@@ -192,15 +204,10 @@ def out_of_fold_blend(
 
 
 def _ranking_facts(pred: np.ndarray, true: np.ndarray, groups: np.ndarray, prefix: str) -> dict:
-    table = per_target_table(pred, true, groups)
-    return {
-        f"{prefix}_ranking_loss": rounded(float(table["ranking_loss"].mean())),
-        f"{prefix}_spearman_per_target_mean": rounded(
-            float(np.nanmean(table["spearman"].to_numpy(float)))
-        ),
-        f"{prefix}_spearman_pooled": rounded(spearman(pred, true)),
-        f"{prefix}_mse": rounded(mse(pred, true)),
-    }
+    """The four numbers ``scorer.json`` records per candidate and split (``prefix``)."""
+    facts = ranking_summary(pred, true, groups)
+    keys = ("ranking_loss", "spearman_per_target_mean", "spearman_pooled", "mse")
+    return {f"{prefix}_{key}": rounded(facts[key]) for key in keys}
 
 
 def choose_family(
@@ -234,13 +241,11 @@ def choose_family(
         raise ValueError(f"model.family must be auto or one of {FAMILIES}, got {requested!r}")
     true = np.asarray(oof["true"], dtype=np.float64)
     groups, fold = np.asarray(oof["groups"]), np.asarray(oof["fold"])
-    gnn = expit(np.asarray(oof["gnn_logits"], dtype=np.float64))
-    trees = np.clip(np.asarray(oof["trees"], dtype=np.float64), 0.0, 1.0)
+    gnn, trees = probabilities(oof["gnn_logits"], oof["trees"])
     weight = fit_blend_weight(gnn, trees, true)
     oof_blend, fold_weights = out_of_fold_blend(gnn, trees, true, fold)
     oof_pred = {"gnn": gnn, "trees": trees, "blend": oof_blend}
-    val_gnn = expit(np.asarray(val["gnn_logits"], dtype=np.float64))
-    val_trees = np.clip(np.asarray(val["trees"], dtype=np.float64), 0.0, 1.0)
+    val_gnn, val_trees = probabilities(val["gnn_logits"], val["trees"])
     val_pred = {"gnn": val_gnn, "trees": val_trees, "blend": blend(val_gnn, val_trees, weight)}
     tables = {name: per_target_table(p, true, groups) for name, p in oof_pred.items()}
     losses = {name: t["ranking_loss"].to_numpy(float) for name, t in tables.items()}
