@@ -9,6 +9,8 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: install repro test lint bench clean-venv
 
+# The fused attention kernel (src/graphqa/csrc, model.attention_kernel: fused) is compiled
+# once here with the host's g++ (installed from Debian if missing; ~25 s) into .venv.
 # Byte-compiled at install (pip's default, plus our own src/): every stage is a new Python
 # process, and where PYTHONDONTWRITEBYTECODE is set (as on this project's CI machine) nothing
 # would ever cache the .pyc files, so each stage recompiled torch, Lightning and PyG from
@@ -19,6 +21,8 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(BIN)/python -m compileall -q src
+	command -v g++ >/dev/null || (apt-get update -qq && apt-get install -y -qq g++)
+	$(BIN)/python -c "import graphqa.attention as a; a.kernel()"
 	touch $(STAMP)
 
 # The optional MLflow extra (mlflow-skinny, pinned): `make test` needs it for the MLflow tests.

@@ -30,7 +30,8 @@ child process, in a scratch folder under ``<data-root>/work/`` (never in the rep
   imported): one plain warm-up epoch, then ``--epochs`` epochs of Lightning ``trainer.fit``
   and of the plain PyTorch loop from the same initial weights -> train graphs/s (each epoch's
   time includes its validation pass), plus one inference pass over val;
-* ``selection``, ``flt``, ``scorer``, ``calibration``, ``bundle``, ``evaluate``: those stage
+* ``selection``, ``cv`` (every fold of ``cv.fold_ids``, one after the other, ``--epochs``
+  epochs each), ``flt``, ``scorer``, ``calibration``, ``bundle``, ``evaluate``: those stage
   scripts on the 1-run sweep (the bundle is built the way the pipeline builds it: the trained
   model, its trees, the scorer's choice and a val_calib calibration);
 * ``predict``: ``graphqa predict --bundle B --graphs GRAPH_DIR`` with its defaults (wall time
@@ -61,6 +62,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -92,6 +94,7 @@ STEPS = (
     "train",
     "train_bench",
     "selection",
+    "cv",
     "flt",
     "scorer",
     "calibration",
@@ -451,7 +454,8 @@ def run_scale(
         )
         steps["train_bench_default"] = {**run.row(), **json.loads(bench.read_text())}
         print(f"{run.seconds:.1f} s, load {run.load_start:.1f}")
-    need_model = {"selection", "flt", "scorer", "calibration", "bundle", "evaluate", "predict"}
+    need_model = {"selection", "cv", "flt", "scorer", "calibration", "bundle", "evaluate"}
+    need_model |= {"predict"}
     if need_model - skip and (train_root / "0-base" / "summary.json").exists():
         step(
             "selection",
@@ -465,7 +469,15 @@ def run_scale(
         ckpt = str(model_dir / "model.ckpt")
         model, tree_dir = ["--model-dir", str(model_dir)], ["--trees-dir", str(trees)]
         step("flt", stage("flt.py", *P, *S, "--model", ckpt, "--out", str(flt)))
-        step("scorer", stage("scorer.py", *P, *S, *model, *tree_dir, "--out", str(scorer)))
+        # the scorer judges on out-of-fold predictions: every cv fold, one after the other
+        cv_root = work / "cv"
+        folds = yaml.safe_load(params_file.read_text())["cv"]["fold_ids"]
+        fold_cmds = [
+            stage("cv.py", *P, *S, "--fold", str(k), "--out", str(cv_root / str(k))) for k in folds
+        ]
+        step("cv", ["bash", "-c", " && ".join(shlex.join(c) for c in fold_cmds)])
+        cv = ["--cv-root", str(cv_root)]
+        step("scorer", stage("scorer.py", *P, *S, *model, *tree_dir, *cv, "--out", str(scorer)))
         step(
             "calibration",
             stage(
@@ -709,6 +721,8 @@ def training_epochs() -> dict[str, tuple[int, int]]:
             len(p.finetune.phase2.seeds),
             p.finetune.phase2.overrides.get("trainer.max_epochs", max_epochs),
         )
+    # each fold trains on 3 of 5 folds of train + val and watches a fourth: about a train epoch
+    out["cv (folds)"] = (len(p.cv.fold_ids), max_epochs)
     out["flt_retrain"] = (
         len(p.flt.keep_fracs) * len(p.flt.seeds),
         p.flt.retrain_overrides.get("trainer.max_epochs", max_epochs),

@@ -49,16 +49,22 @@ def graphqa_imports(path: Path) -> set[Path]:
     return files
 
 
+#: Source files a module reads besides Python: the fused kernel's C++ is compiled on import.
+NON_PYTHON_READS = {"src/graphqa/attention.py": ["src/graphqa/csrc/gatv2_attention.cpp"]}
+
+
 def code_closure(script: Path) -> set[str]:
     """``src/graphqa/**.py`` paths a stage script can execute, transitively (importing any
-    graphqa module runs the package's ``__init__`` first)."""
+    graphqa module runs the package's ``__init__`` first), and the non-Python sources they
+    compile (:data:`NON_PYTHON_READS`)."""
     todo, seen = [*graphqa_imports(script), SRC / "__init__.py"], set()
     while todo:
         module = todo.pop()
         if module not in seen:
             seen.add(module)
             todo += graphqa_imports(module)
-    return {str(m.relative_to(REPO)) for m in seen}
+    closure = {str(m.relative_to(REPO)) for m in seen}
+    return closure | {read for module in closure for read in NON_PYTHON_READS.get(module, [])}
 
 
 def stages() -> list[tuple[str, dict]]:

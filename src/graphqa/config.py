@@ -164,6 +164,9 @@ class ModelConfig(_Section):
     )
     #: Head also sees per-graph input statistics (counts, column means, log sums).
     pooled_skip: bool = False
+    #: fused: graphqa's C++ attention kernel (built at install; the same network, other float
+    #: rounding, several times fewer passes over edge tensors); pyg: PyG's GATv2Conv.
+    attention_kernel: Literal["fused", "pyg"] = "fused"
     #: Shipped scorer (stage ``scorer``): auto ships the best out-of-fold ranking loss; gnn is
     #: the seeds' way.
     #: Not a training param: changing it reruns scorer and what follows, no training.

@@ -13,8 +13,10 @@ from torch_geometric.nn import AttentionalAggregation, GATv2Conv
 from torch_geometric.nn.pool import global_add_pool, global_max_pool, global_mean_pool
 from torch_geometric.utils import scatter
 
+from graphqa.attention import EdgePlan, EdgeTerms, fused_gatv2, supports
 from graphqa.contract import DataContractError
 
+AttentionKernel = Literal["pyg", "fused"]
 Pooling = Literal["mean", "max", "add", "sum", "attention", "mean+max", "mean+max+sum"]
 
 #: Readout of each single pooling; ``sum`` is PyG's ``add`` under its usual name. Every one is
@@ -105,6 +107,10 @@ class NetConfig:
     #: Per-graph input statistics joined to the pooled embedding (see :class:`TopoQANet`).
     #: Defaults keep checkpoints written before the field existed loadable and unchanged.
     pooled_skip: bool = False
+    #: How the attention layers are computed: ``fused`` (graphqa's C++ kernel, same function,
+    #: other rounding) or ``pyg`` (PyG's ``GATv2Conv``). Stored configs without the key were
+    #: trained with PyG, so that is what rebuilding them uses.
+    attention_kernel: AttentionKernel = "pyg"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,8 +119,8 @@ class NetConfig:
     def from_dict(cls, obj: Any, source: str | Path = "net config") -> NetConfig:
         """Rebuild from :meth:`to_dict`, checking every field first.
 
-        Keys added later (``pooled_skip``) take their defaults, so configs stored in older
-        checkpoints and bundles still load.
+        Keys added later (``pooled_skip``, ``attention_kernel``) take their defaults, so
+        configs stored in older checkpoints and bundles still load.
 
         Args:
             obj: the dict (parsed ``model_config.json``, or a checkpoint's ``net_config``).
@@ -126,7 +132,8 @@ class NetConfig:
         Raises:
             DataContractError: ``obj`` is not an object; a key is unknown; ``node_dim`` or
                 ``edge_dim`` is missing; a dim, width, layer or head count is not an integer
-                >= 1; ``dropout`` is not a number in [0, 1); ``pooling`` is unknown; a flag is
+                >= 1; ``dropout`` is not a number in [0, 1); ``pooling`` or
+                ``attention_kernel`` is unknown; a flag is
                 not a boolean; ``node_keep``/``edge_keep`` is neither null nor a list of
                 column indices below the dim.
         """
@@ -168,6 +175,10 @@ class NetConfig:
                     "mean|max|add|sum|attention or a '+' join of mean|max|sum",
                     repr(value)[:80],
                 )
+        if "attention_kernel" in obj and obj["attention_kernel"] not in ("pyg", "fused"):
+            raise DataContractError(
+                source, "attention_kernel", "pyg or fused", repr(obj["attention_kernel"])[:80]
+            )
         for key in ("edge_layer_norm", "pooled_skip"):
             if key in obj and not isinstance(obj[key], bool):
                 raise DataContractError(source, key, "true or false", repr(obj[key])[:80])
@@ -260,6 +271,12 @@ class TopoQANet(nn.Module):
             if module is not self and hasattr(module, "reset_parameters"):
                 module.reset_parameters()
 
+    @property
+    def fused_attention(self) -> bool:
+        """Whether the attention layers run graphqa's fused CPU kernel (``attention_kernel``;
+        on a GPU they run PyG's layers)."""
+        return self.config.attention_kernel == "fused" and all(map(supports, self.convs))
+
     def pool(self, h: Tensor, batch: Tensor, size: int) -> Tensor:
         """Per-graph readout, shape (B, P * hidden_dim): the P parts in pooling order."""
         if self.attention_pool is not None:
@@ -305,14 +322,19 @@ class TopoQANet(nn.Module):
         size = int(batch.max()) + 1 if num_graphs is None else num_graphs
         x_std, e_std = self.node_norm(x), self.edge_norm(edge_attr)
         h = self.node_encoder(x_std)
-        e = self.edge_encoder(e_std)
-        for conv, norm in zip(self.convs, self.norms, strict=True):
-            h = norm(h + nn.functional.elu(conv(h, edge_index, e)))
         edge_batch = batch[edge_index[0]]
-        parts = [
-            self.pool(h, batch, size),
-            scatter(e, edge_batch, dim=0, dim_size=size, reduce="mean"),
-        ]
+        if self.fused_attention and x.device.type == "cpu":  # the loop below, other rounding
+            plan = EdgePlan.of(edge_index, h.size(0))
+            terms = EdgeTerms.of(self.edge_encoder, list(self.convs), e_std, edge_batch, size)
+            for conv, norm, term in zip(self.convs, self.norms, terms.per_layer, strict=True):
+                h = norm(h + nn.functional.elu(fused_gatv2(conv, h, plan, term)))
+            edge_mean = terms.graph_mean
+        else:
+            e = self.edge_encoder(e_std)
+            for conv, norm in zip(self.convs, self.norms, strict=True):
+                h = norm(h + nn.functional.elu(conv(h, edge_index, e)))
+            edge_mean = scatter(e, edge_batch, dim=0, dim_size=size, reduce="mean")
+        parts = [self.pool(h, batch, size), edge_mean]
         if self.skip_norm is not None:
             stats = self.graph_statistics(x_std, e_std, edge_batch, batch, size)
             parts.append(self.skip_norm(stats))
