@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(BIN)/python -m compileall -q src
 	command -v g++ >/dev/null || (apt-get update -qq && apt-get install -y -qq g++)
-	$(BIN)/python -c "import graphqa.attention as a; a.kernel()"
+	$(BIN)/python -c "import graphqa.attention as a; a.kernel(a.native_isa())"
 	touch $(STAMP)
 
 # The optional MLflow extra (mlflow-skinny, pinned): `make test` needs it for the MLflow tests.

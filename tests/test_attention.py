@@ -103,6 +103,31 @@ def test_float32_bytes_do_not_depend_on_the_thread_count() -> None:
             assert torch.equal(a, b)
 
 
+@pytest.mark.skipif(attention.native_isa() != "avx2", reason="this CPU has no AVX2")
+def test_avx2_and_baseline_builds_give_the_same_bytes() -> None:
+    x_l, x_r = torch.randn(300, HEADS, OUT), torch.randn(300, HEADS, OUT)
+    _, edge_index, edge_attr = _random_graph(300, 4000, seed=5)
+    rows = torch.cat([edge_attr, torch.ones(4000, 1)], dim=1)
+    scale = (torch.rand(4000, 1) + 0.5).requires_grad_(True)
+    proj = torch.randn(HEADS * OUT, EDGE + 1, requires_grad=True)
+    shift, att = torch.randn(HEADS * OUT), torch.randn(HEADS, OUT)
+    keep = (torch.rand(4000, HEADS) > 0.2).float() / 0.8
+    plan = EdgePlan.of(edge_index, 300)
+    results = []
+    for isa in ("baseline", "avx2"):
+        leaves = [t.detach().clone().requires_grad_(True) for t in (x_l, x_r, shift, att)]
+        lx_l, lx_r, lshift, latt = leaves
+        ctx = pytest.MonkeyPatch.context()
+        with ctx as patch:
+            patch.setattr(attention, "native_isa", lambda isa=isa: isa)
+            out = attention._Attend.apply(
+                lx_l, lx_r, rows, scale, proj, lshift, latt, keep, plan, 0.2
+            )
+            results.append([out, *_grads(out, [*leaves, scale, proj])])
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("layer_norm", [True, False])
 def test_edge_terms_equal_the_encoder_then_each_layers_projection(layer_norm: bool) -> None:
     net = build_net(
@@ -164,6 +189,6 @@ def test_a_failed_build_says_what_to_install_or_set(monkeypatch: pytest.MonkeyPa
     try:
         expected = r"gatv2_attention\.cpp.*g\+\+.*attention_kernel: pyg"
         with pytest.raises(KernelBuildError, match=expected):
-            attention.kernel()
+            attention.kernel("baseline")
     finally:
         attention.kernel.cache_clear()
