@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import dataclasses
 import os
 import pstats
 import shutil
@@ -126,6 +127,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=net_threads, help="network threads")
     parser.add_argument("--compile", action="store_true", help="also time a compiled network")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one run")
+    parser.add_argument(
+        "--attention-kernel",
+        choices=("fused", "pyg"),
+        help="score with this attention path instead of the bundle's (same weights; the "
+        "PyG path is the before-issue-22 baseline)",
+    )
     args = parser.parse_args()
     if args.copies < 1 or args.repeats < 1:
         parser.error("--copies and --repeats must be >= 1")
@@ -133,13 +140,17 @@ def main() -> None:
         if not path.exists():
             raise SystemExit(f"{path}: not found; run the pipeline first (make repro)")
     bundle = load_bundle(args.bundle)
+    if args.attention_kernel:
+        config = dataclasses.replace(bundle.net.config, attention_kernel=args.attention_kernel)
+        bundle.net.config = config
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="graphqa-predict-bench-") as tmp:
         graph_dir = Path(tmp) / "graphs"
         n = replicate(args.graphs, graph_dir, args.copies)
         print(
             f"{n} graphs ({args.copies} x {args.graphs.name}), batch size {args.batch_size}, "
-            f"{cores} cores, shipped {bundle.scorer.family}"
+            f"{cores} cores, shipped {bundle.scorer.family}, "
+            f"attention {bundle.net.config.attention_kernel}"
         )
         # Baseline, same run: files read in this process, the network on every core.
         torch.set_num_threads(cores)

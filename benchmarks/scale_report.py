@@ -496,7 +496,11 @@ def run_scale(
         )
         step(
             "evaluate",
-            stage("evaluate.py", *P, *S, "--bundle", str(bundle), "--out", str(work / "evaluate")),
+            stage(
+                "evaluate.py",
+                *(*P, *S, "--bundle", str(bundle), "--scorer", str(scorer / "scorer.json")),
+                *("--out", str(work / "evaluate")),
+            ),
         )
         predict = [*cli, "predict", "--bundle", str(bundle), "--graphs", str(folder.graph_dir)]
         predict += ["--out", str(work / "predictions.csv")]

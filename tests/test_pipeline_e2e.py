@@ -258,7 +258,19 @@ def test_queued_experiments_run_two_at_a_time_and_diff_against_the_baseline(
     repo, env, _, _ = baseline
     for name, change in (("cov50", "calibration.coverage=0.5"), ("adopt", "flt.adopt=true")):
         _run([*DVC, "exp", "run", "--queue", "-n", name, "-S", change], repo, env)
-    _run([*DVC, "queue", "start", "-j", "2"], repo, env)
+    # Not through _run's pipes: DVC's queue daemon inherits the starter's stdout, and a worker
+    # that lingers after its last task (dvc-task's monitor, seen here once) kept the pipe open,
+    # so reading it waited out the timeout although both experiments had succeeded.
+    with open(repo / ".dvc" / "tmp" / "queue_start.log", "w") as log:
+        subprocess.run(
+            [*DVC, "queue", "start", "-j", "2"],
+            cwd=repo,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+            check=True,
+        )
     deadline = time.monotonic() + 480
     while time.monotonic() < deadline:
         status = _run([*DVC, "queue", "status"], repo, env)
