@@ -193,7 +193,7 @@ class _Attend(torch.autograd.Function):
         out, alpha = kernel(native_isa()).attend_forward(
             x_l, x_r, edge, att, keep, plan.src, plan.by_dst, plan.ptr_dst, slope
         )
-        ctx.save_for_backward(x_l, x_r, edge, scaled, scale, proj, shift, att, keep, alpha)
+        ctx.save_for_backward(x_l, x_r, edge, scaled, scale, shift, att, keep, alpha)
         ctx.plan, ctx.slope = plan, slope  # type: ignore[attr-defined]
         return out
 
@@ -202,11 +202,11 @@ class _Attend(torch.autograd.Function):
         ctx: torch.autograd.function.FunctionCtx, grad_out: Tensor
     ) -> tuple[Tensor | None, ...]:
         saved = ctx.saved_tensors  # type: ignore[attr-defined]
-        x_l, x_r, edge, scaled, scale, proj, shift, att, keep, alpha = saved
+        x_l, x_r, edge, scaled, scale, shift, att, keep, alpha = saved
         plan: EdgePlan = ctx.plan  # type: ignore[attr-defined]
         g_xl, g_xr, g_att, g_proj, g_shift, g_scaled = kernel(native_isa()).attend_backward(
             grad_out.contiguous(),
-            *(x_l, x_r, edge, scaled, proj, shift, att, keep, alpha),
+            *(x_l, x_r, edge, scaled, shift, att, keep, alpha),
             *(plan.src, plan.dst, plan.by_dst, plan.ptr_dst, plan.by_src, plan.ptr_src),
             ctx.slope,  # type: ignore[attr-defined]
         )

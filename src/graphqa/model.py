@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -175,7 +175,7 @@ class NetConfig:
                     "mean|max|add|sum|attention or a '+' join of mean|max|sum",
                     repr(value)[:80],
                 )
-        if "attention_kernel" in obj and obj["attention_kernel"] not in ("pyg", "fused"):
+        if "attention_kernel" in obj and obj["attention_kernel"] not in get_args(AttentionKernel):
             raise DataContractError(
                 source, "attention_kernel", "pyg or fused", repr(obj["attention_kernel"])[:80]
             )

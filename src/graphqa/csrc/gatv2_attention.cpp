@@ -138,7 +138,7 @@ constexpr int64_t kBlock = 32;  // target nodes per partial sum of the parameter
 
 std::vector<torch::Tensor> attend_backward(
     torch::Tensor grad_out, torch::Tensor x_l, torch::Tensor x_r, torch::Tensor edge,
-    torch::Tensor rows, torch::Tensor proj, torch::Tensor shift, torch::Tensor att,
+    torch::Tensor rows, torch::Tensor shift, torch::Tensor att,
     torch::Tensor keep, torch::Tensor alpha, torch::Tensor src, torch::Tensor dst,
     torch::Tensor by_dst, torch::Tensor ptr_dst, torch::Tensor by_src, torch::Tensor ptr_src,
     double slope) {
@@ -177,7 +177,7 @@ std::vector<torch::Tensor> attend_backward(
     // Pass 1, per block of target nodes: softmax backward, then each edge's gradient of the
     // edge term (dz, never stored) into x_r, the block's parameter partials and the row scale.
     at::parallel_for(0, blocks, 1, [&](int64_t block_begin, int64_t block_end) {
-      std::vector<scalar_t> dz(HC), z(C), slope_at(C);
+      std::vector<scalar_t> dz(HC), centred(HC), z(C), slope_at(C);
       for (int64_t b = block_begin; b < block_end; ++b) {
         scalar_t* g_proj = part + b * width;  // [K, HC]: proj's gradient, transposed
         scalar_t* g_shift = g_proj + K * HC;
@@ -220,13 +220,8 @@ std::vector<torch::Tensor> attend_backward(
             }
             for (int64_t c = 0; c < HC; ++c) gxri[c] += dz[c];
             for (int64_t c = 0; c < HC; ++c) g_shift[c] += dz[c];
-            scalar_t scale_part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-            int64_t c = 0;
-            for (; c + 8 <= HC; c += 8)
-              for (int l = 0; l < 8; ++l) scale_part[l] += dz[c + l] * (ee[c + l] - sh[c + l]);
-            scalar_t scale_grad = ((scale_part[0] + scale_part[1]) + (scale_part[2] + scale_part[3])) +
-                                  ((scale_part[4] + scale_part[5]) + (scale_part[6] + scale_part[7]));
-            for (; c < HC; ++c) scale_grad += dz[c] * (ee[c] - sh[c]);
+            for (int64_t c = 0; c < HC; ++c) centred[c] = ee[c] - sh[c];
+            const scalar_t scale_grad = dot(dz.data(), centred.data(), HC);
             gsc[e] = scale_grad;
             const scalar_t* re = rw + e * K;
             for (int64_t kk = 0; kk < K; ++kk) {
